@@ -1,0 +1,57 @@
+"""Export a checkpoint folder to ONNX (`model.onnx` beside the weights) for onnxruntime.
+
+    python -m inference.export_onnx checkpoints/car [--check IMAGE ...]
+
+Outputs: `features` (pooled backbone features, for the in-domain check), then one logits
+tensor per head in the task's head order. Batch size is dynamic.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from inference.model import ONNX_NAME, MultiHeadModel, atomic_write, load_checkpoint
+
+
+class OnnxOutputs(nn.Module):
+    def __init__(self, model: MultiHeadModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor):
+        features = self.model.features(image)
+        logits = self.model.classify(features)
+        return (features, *logits.values())
+
+
+def export_onnx(folder: Path) -> Path:
+    folder = Path(folder)
+    model, config = load_checkpoint(folder)
+    dummy = torch.zeros(2, *config.data_config["input_size"])
+    heads = list(config.heads)
+    out = folder / ONNX_NAME
+
+    def write(tmp: str) -> None:
+        torch.onnx.export(OnnxOutputs(model), (dummy,), tmp, input_names=["image"],
+                          output_names=["features", *heads], opset_version=17, dynamo=False,
+                          dynamic_axes={name: {0: "batch"} for name in ["image", "features", *heads]})
+
+    atomic_write(out, write)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folders", nargs="+", type=Path, help="checkpoint folders (Hub layout)")
+    args = p.parse_args(argv)
+    for folder in args.folders:
+        print(export_onnx(folder))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Predict one image or many: timm preprocessing, torch or onnxruntime backend, calibrated
+probabilities per head and an in-domain check.
+
+Models load once per (task, source, revision) and are reused by every request.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from inference.hub import CheckpointSource, resolve_checkpoint
+from inference.images import load_image
+from inference.model import ONNX_NAME, OOD_NAME, CheckpointError, ModelConfig, MultiHeadModel, \
+    create_eval_transform, load_checkpoint
+from inference.ood import MahalanobisDetector
+from inference.tasks import TaskSpec, get_task
+
+log = logging.getLogger(__name__)
+
+# Two cores on the Space: one intra-op pool sized to the machine, overridable.
+NUM_THREADS = int(os.environ.get("INFERENCE_THREADS", min(4, os.cpu_count() or 1)))
+BACKENDS = ("auto", "onnx", "torch")
+BATCH_SIZE = 32
+
+
+@dataclass
+class HeadPrediction:
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+
+
+@dataclass
+class Prediction:
+    task: str
+    heads: dict[str, HeadPrediction]
+    in_domain: bool
+    ood_score: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Predictor:
+    """One loaded checkpoint: transform, torch model, optional ONNX session and OOD detector."""
+
+    def __init__(self, source: CheckpointSource, backend: str = "auto"):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}")
+        self.source = source
+        self.model, self.config = load_checkpoint(source.folder)
+        self.spec: TaskSpec = get_task(self.config.task)
+        self.transform = create_eval_transform(self.config.data_config)
+        ood_path = source.folder / OOD_NAME
+        self.ood = MahalanobisDetector.load(ood_path) if self.config.ood and ood_path.is_file() else None
+        self.session = self._onnx_session(source.folder / ONNX_NAME) if backend != "torch" else None
+        if backend == "onnx" and self.session is None:
+            raise CheckpointError(f"{source.folder / ONNX_NAME}: missing or unusable")
+        self.backend = "onnx" if self.session is not None else "torch"
+        self.explain_lock = threading.Lock()   # Grad-CAM hooks are per model: one at a time
+
+    @staticmethod
+    def _onnx_session(path: Path):
+        if not path.is_file():
+            return None
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            log.warning("onnxruntime not installed: using torch")
+            return None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = NUM_THREADS
+        options.inter_op_num_threads = 1
+        try:
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # a corrupt export must not take the service down: torch still works
+            log.warning("%s: cannot load ONNX model (%s); using torch", path, err)
+            return None
+
+    def preprocess(self, images: Sequence[Any]) -> torch.Tensor:
+        return torch.stack([self.transform(load_image(image)) for image in images])
+
+    def forward(self, batch: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Pooled features and raw logits per head for a preprocessed batch."""
+        if self.session is not None:
+            outputs = self.session.run(None, {"image": batch.numpy()})
+            return outputs[0], dict(zip(self.spec.head_names, outputs[1:]))
+        with torch.inference_mode():
+            features = self.model.features(batch)
+            logits = self.model.classify(features)
+        return features.numpy(), {h: v.numpy() for h, v in logits.items()}
+
+    def predict_batch(self, images: Sequence[Any]) -> list[Prediction]:
+        results: list[Prediction] = []
+        for start in range(0, len(images), BATCH_SIZE):
+            features, logits = self.forward(self.preprocess(images[start:start + BATCH_SIZE]))
+            probs = {h: softmax(v, self.config.temperature.get(h, 1.0)) for h, v in logits.items()}
+            scores = self.ood.score(features) if self.ood is not None else None
+            for i in range(len(features)):
+                heads = {}
+                for h, labels in self.config.heads.items():
+                    p = probs[h][i]
+                    best = int(p.argmax())
+                    heads[h] = HeadPrediction(labels[best], float(p[best]),
+                                              {label: float(v) for label, v in zip(labels, p)})
+                score = None if scores is None else float(scores[i])
+                in_domain = score is None or score <= self.config.ood["threshold"]
+                results.append(Prediction(self.spec.name, heads, in_domain, score))
+        return results
+
+    def predict(self, image: Any) -> Prediction:
+        return self.predict_batch([image])[0]
+
+    @cached_property
+    def description(self) -> str:
+        return f"{self.spec.title}: {self.source.describe()}, {self.backend} backend"
+
+
+_predictors: dict[tuple, Predictor] = {}
+_load_lock = threading.Lock()
+
+
+def load_model(task: str, source: str | os.PathLike | None = None, revision: str | None = None,
+               backend: str = "auto") -> Predictor:
+    """The predictor for a task, loaded once and reused (thread-safe)."""
+    get_task(task)
+    backend = os.environ.get("INFERENCE_BACKEND", backend)
+    key = (task, str(source) if source else None, revision, backend)
+    with _load_lock:
+        if key not in _predictors:
+            torch.set_num_threads(NUM_THREADS)
+            checkpoint = resolve_checkpoint(task, source, revision)
+            predictor = Predictor(checkpoint, backend)
+            if predictor.config.task != task:
+                raise CheckpointError(f"{checkpoint.folder}: holds a {predictor.config.task!r} model, not {task!r}")
+            log.info("serving %s", predictor.description)
+            _predictors[key] = predictor
+        return _predictors[key]
+
+
+def predict(task: str, image: Any) -> Prediction:
+    return load_model(task).predict(image)
+
+
+def predict_batch(task: str, images: Sequence[Any]) -> list[Prediction]:
+    return load_model(task).predict_batch(images)

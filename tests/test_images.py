@@ -1,0 +1,652 @@
+"""Tests for inference.images: safe decoding of untrusted uploads."""
+from __future__ import annotations
+
+import gc
+import io
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from PIL import Image, ImageFile
+
+ROOT = Path(__file__).resolve().parent.parent
+for _p in (str(ROOT), str(ROOT / "tests")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import bad_inputs as catalogue  # noqa: E402
+from inference import images  # noqa: E402
+from inference.images import ImageError, load_image, sniff_format  # noqa: E402
+
+BAD = catalogue.bad_inputs()
+BASE = catalogue.sample_photo()  # 96 x 64, asymmetric
+ODD = catalogue.odd_inputs(BASE)
+HTML_UNSAFE = set("<>&\"'`")
+
+
+def _arr(im: Image.Image) -> np.ndarray:
+    return np.asarray(im, dtype=np.float64)
+
+
+def _mean_abs(a: Image.Image | np.ndarray, b: Image.Image | np.ndarray) -> float:
+    a = _arr(a) if isinstance(a, Image.Image) else a.astype(np.float64)
+    b = _arr(b) if isinstance(b, Image.Image) else b.astype(np.float64)
+    assert a.shape == b.shape
+    return float(np.abs(a - b).mean())
+
+
+def _assert_clean_rgb(im: Image.Image, size: tuple[int, int]) -> None:
+    assert isinstance(im, Image.Image)
+    assert not isinstance(im, ImageFile.ImageFile), "result must be detached from any file"
+    assert im.mode == "RGB"
+    assert im.size == size
+    assert np.asarray(im).dtype == np.uint8
+    assert "exif" not in im.info and "icc_profile" not in im.info
+
+
+def _assert_user_facing(message: str, filename: str | None = None) -> None:
+    assert message and len(message) < 220
+    assert "Please" in message, "the message should say what to do"
+    assert "Traceback" not in message and "Error" not in message
+    assert not (set(message) & HTML_UNSAFE), message
+    if filename:
+        assert filename not in message
+        stem = Path(filename).stem
+        assert len(stem) < 8 or stem not in message
+
+
+# ------------------------------------------------------------------ rejected inputs
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_input_is_rejected(name, tmp_path):
+    data, filename = BAD[name]
+    status, substring = catalogue.REJECTIONS[name]
+    path = tmp_path / filename
+    path.write_bytes(data)
+    for source in (data, bytearray(data), io.BytesIO(data), path, str(path)):
+        with pytest.raises(ImageError) as info:
+            load_image(source)
+        err = info.value
+        assert err.status == status, (name, type(source).__name__, str(err))
+        assert substring in str(err), (name, str(err))
+        assert isinstance(err, ValueError)
+        _assert_user_facing(str(err), filename)
+
+
+def test_html_content_is_not_echoed():
+    data, _ = BAD["html_as_png"]
+    with pytest.raises(ImageError) as info:
+        load_image(data)
+    assert "script" not in str(info.value) and "alert" not in str(info.value)
+
+
+@pytest.mark.parametrize("source", [None, "", "   "])
+def test_no_image(source):
+    with pytest.raises(ImageError) as info:
+        load_image(source)
+    assert info.value.status == 400
+    assert str(info.value).startswith("No image was provided")
+
+
+def test_missing_path_and_directory(tmp_path):
+    secret = tmp_path / "my-private-name.jpg"
+    with pytest.raises(ImageError) as info:
+        load_image(secret)
+    assert info.value.status == 400 and "my-private-name" not in str(info.value)
+    with pytest.raises(ImageError) as info:
+        load_image(tmp_path)
+    assert info.value.status == 400
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    result = {}
+
+    def run():
+        try:
+            load_image(fifo)
+        except ImageError as exc:
+            result["status"] = exc.status
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(2)
+    if thread.is_alive():  # unblock the reader so the test process can finish
+        with open(fifo, "wb"):
+            pass
+        pytest.fail("load_image blocked on a FIFO")
+    assert result == {"status": 400}
+
+
+def test_unsupported_python_type_is_a_programming_error():
+    with pytest.raises(TypeError):
+        load_image(12345)
+
+
+def test_minimum_side():
+    ok = Image.new("RGB", (images.MIN_SIDE, images.MIN_SIDE), (1, 2, 3))
+    assert load_image(ok).size == (images.MIN_SIDE, images.MIN_SIDE)
+    for size in ((images.MIN_SIDE - 1, 100), (100, images.MIN_SIDE - 1)):
+        buf = io.BytesIO()
+        Image.new("RGB", size).save(buf, "PNG")
+        with pytest.raises(ImageError) as info:
+            load_image(buf.getvalue())
+        assert info.value.status == 400 and "too small" in str(info.value)
+
+
+# ------------------------------------------------------------------ accepted odd inputs
+
+
+def _expected(name: str) -> tuple[np.ndarray, float]:
+    """(expected RGB pixels, mean-abs-difference tolerance) for an odd input."""
+    w, h = BASE.size
+    base = _arr(BASE)
+    grey = _arr(BASE.convert("L").convert("RGB"))
+    if name in ("apng", "bmp", "tiff", "png_named_pdf"):
+        return base, 0.01
+    if name in ("png16", "float_tiff"):
+        return grey, 0.6
+    if name == "bilevel_png":
+        return _arr(BASE.convert("1").convert("RGB")), 0.01
+    if name in ("cmyk_jpeg", "webp", "exif_rotated_jpeg", "exif_rotated_jpeg_8"):
+        return base, 3.0
+    if name == "greyscale_jpeg":
+        return grey, 3.0
+    if name == "animated_gif":
+        return base, 6.0
+    if name == "rgba_png":
+        exp = base.copy()
+        exp[:, : w // 3] = 255
+        a = 128 / 255
+        mid = slice(w // 3, 2 * w // 3)
+        exp[:, mid] = base[:, mid] * a + 255 * (1 - a)
+        return exp, 1.0
+    if name == "la_png":
+        exp = grey.copy()
+        exp[:, : w // 3] = 255
+        return exp, 0.6
+    if name == "palette_png_transparency":
+        exp = base.copy()
+        exp[: h // 2, : w // 2] = 255
+        return exp, 6.0
+    raise KeyError(name)
+
+
+def test_every_odd_input_has_an_expectation():
+    for name in ODD:
+        _expected(name)
+
+
+@pytest.mark.parametrize("name", sorted(ODD))
+def test_odd_input_decodes_to_base(name, tmp_path):
+    data, filename = ODD[name]
+    expected, tol = _expected(name)
+    path = tmp_path / filename
+    path.write_bytes(data)
+    for source in (data, path):
+        im = load_image(source)
+        _assert_clean_rgb(im, BASE.size)
+        got = _arr(im)
+        assert 5 < got.mean() < 250, "decoded to an (almost) all-black or all-white image"
+        diff = _mean_abs(got, expected)
+        assert diff <= tol, f"{name}: mean abs diff {diff:.2f} > {tol}"
+
+
+# The catalogue must really contain what its names say, or the tests above prove nothing.
+_ODD_KIND = {
+    "animated_gif": lambda im: im.format == "GIF" and im.n_frames > 1,
+    "apng": lambda im: im.format == "PNG" and getattr(im, "n_frames", 1) > 1,
+    "cmyk_jpeg": lambda im: im.format == "JPEG" and im.mode == "CMYK",
+    "png16": lambda im: im.format == "PNG" and im.mode.startswith("I;16"),
+    "greyscale_jpeg": lambda im: im.format == "JPEG" and im.mode == "L",
+    "bilevel_png": lambda im: im.mode == "1",
+    "rgba_png": lambda im: im.mode == "RGBA",
+    "la_png": lambda im: im.mode == "LA",
+    "palette_png_transparency": lambda im: im.mode == "P" and "transparency" in im.info,
+    "webp": lambda im: im.format == "WEBP",
+    "exif_rotated_jpeg": lambda im: im.getexif().get(0x0112) == 6 and im.size == BASE.size[::-1],
+    "exif_rotated_jpeg_8": lambda im: im.getexif().get(0x0112) == 8 and im.size == BASE.size[::-1],
+    "bmp": lambda im: im.format == "BMP",
+    "tiff": lambda im: im.format == "TIFF",
+    "float_tiff": lambda im: im.format == "TIFF" and im.mode == "F",
+    "png_named_pdf": lambda im: im.format == "PNG",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ODD))
+def test_odd_inputs_are_really_odd(name):
+    with Image.open(io.BytesIO(ODD[name][0])) as im:
+        assert _ODD_KIND[name](im), name
+
+
+def test_transparent_areas_are_white_not_black():
+    w, h = BASE.size
+    rgba = np.asarray(load_image(ODD["rgba_png"][0]))
+    assert (rgba[:, : w // 3] == 255).all()
+    pal = np.asarray(load_image(ODD["palette_png_transparency"][0]))
+    assert (pal[: h // 2, : w // 2] == 255).all()
+
+
+def test_exif_rotation_is_not_just_a_size_swap():
+    im = load_image(ODD["exif_rotated_jpeg"][0])
+    assert _mean_abs(im, BASE) < 3.0
+    assert _mean_abs(im, BASE.transpose(Image.Transpose.ROTATE_180)) > 30  # orientation really matters
+
+
+def test_animated_gif_uses_first_frame():
+    im = load_image(ODD["animated_gif"][0])
+    inverted = Image.fromarray(255 - np.asarray(BASE))
+    assert _mean_abs(im, BASE) < _mean_abs(im, inverted) / 5
+
+
+def test_png16_is_scaled_not_clipped():
+    got = np.asarray(load_image(ODD["png16"][0]))[..., 0].astype(int)
+    grey = np.asarray(BASE.convert("L")).astype(int)
+    assert got.std() > 10 and np.abs(got - grey).max() <= 1
+
+
+def test_file_like_sources_are_read_not_closed():
+    data, _ = ODD["webp"]
+    stream = io.BytesIO(b"junk" + data)
+    stream.seek(4)  # read from the current position
+    im = load_image(stream)
+    assert im.size == BASE.size and not stream.closed
+    assert load_image(memoryview(data)).size == BASE.size
+
+
+# ------------------------------------------------------------------ numpy and PIL inputs
+
+_B = np.asarray(BASE)
+_G = np.asarray(BASE.convert("L"))
+_A = np.dstack([_B, np.where(np.arange(_B.shape[1]) < 20, 0, 255).astype(np.uint8)[None, :].repeat(_B.shape[0], 0)])
+_EXP_A = _B.copy()
+_EXP_A[:, :20] = 255
+
+
+@pytest.mark.parametrize(
+    "arr, expected",
+    [
+        (_G, np.dstack([_G] * 3)),
+        (_G[:, :, None], np.dstack([_G] * 3)),
+        (_B, _B),
+        (_A, _EXP_A),
+        (_B.astype(np.float32) / 255, _B),
+        (_B.astype(np.float64) / 255, _B),
+        (_B.astype(np.uint16) * 257, _B),
+        (_B[:, ::-1], _B[:, ::-1]),  # non-contiguous view
+    ],
+    ids=["hw", "hw1", "hw3", "hw4", "float32", "float64", "uint16", "strided"],
+)
+def test_numpy_inputs(arr, expected):
+    before = arr.copy()
+    im = load_image(arr)
+    _assert_clean_rgb(im, (arr.shape[1], arr.shape[0]))
+    assert np.abs(np.asarray(im).astype(int) - expected.astype(int)).max() <= 1
+    assert np.array_equal(arr, before), "the caller's array must not be modified"
+
+
+@pytest.mark.parametrize(
+    "arr, status",
+    [
+        (np.zeros(64 * 64, np.uint8), 400),
+        (np.zeros((64, 64, 2), np.uint8), 400),
+        (np.zeros((64, 64, 5), np.uint8), 400),
+        (np.zeros((2, 64, 64, 3), np.uint8), 400),
+        (np.zeros((64, 64, 3), np.int64), 400),
+        (np.zeros((64, 64, 3), bool), 400),
+        (np.full((64, 64, 3), 200.0, np.float32), 400),  # float but 0..255
+        (np.full((64, 64, 3), np.nan, np.float32), 400),
+        (np.zeros((64, 64, 3), np.complex64), 400),
+        (np.zeros((1, 1, 3), np.uint8), 400),
+        (np.zeros((0, 0), np.uint8), 400),
+        (np.zeros((200, 200, 3), np.uint8), 413),  # with max_pixels=10_000 below
+    ],
+    ids=["1d", "2ch", "5ch", "4d", "int64", "bool", "float255", "nan", "complex", "1x1", "empty", "too-many-pixels"],
+)
+def test_numpy_rejected(arr, status):
+    with pytest.raises(ImageError) as info:
+        load_image(arr, max_pixels=10_000)
+    assert info.value.status == status
+    assert not (set(str(info.value)) & HTML_UNSAFE)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "CMYK", "1", "I;16", "I", "F", "YCbCr"])
+def test_pil_inputs(mode):
+    if mode == "I;16":
+        src = Image.fromarray(_G.astype(np.uint16) * 257)
+    elif mode == "I":
+        src = Image.fromarray(_G.astype(np.int32) * 257)
+    elif mode == "F":
+        src = Image.fromarray(_G.astype(np.float32) / 255)
+    else:
+        src = BASE.convert(mode)
+    assert src.mode == mode
+    before = src.tobytes()
+    im = load_image(src)
+    assert im is not src
+    _assert_clean_rgb(im, BASE.size)
+    assert src.tobytes() == before and src.mode == mode
+    expected = BASE.convert(mode).convert("RGB") if mode in ("RGBA", "P", "CMYK", "1", "YCbCr", "RGB") else None
+    if expected is None:
+        expected = BASE.convert("L").convert("RGB")
+    assert _mean_abs(im, expected) <= 1.0, mode
+
+
+def test_pil_input_transparent_on_white_and_limits():
+    rgba = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    assert (np.asarray(load_image(rgba)) == 255).all()
+    with pytest.raises(ImageError) as info:
+        load_image(Image.new("RGB", (8, 8)))
+    assert info.value.status == 400
+    with pytest.raises(ImageError) as info:
+        load_image(Image.new("RGB", (200, 200)), max_pixels=10_000)
+    assert info.value.status == 413
+
+
+def test_pil_input_applies_exif_orientation():
+    with Image.open(io.BytesIO(ODD["exif_rotated_jpeg"][0])) as lazy:  # lazily opened, not loaded
+        im = load_image(lazy)
+    assert _mean_abs(im, BASE) < 3.0
+
+
+# ------------------------------------------------------------------ size limits and bombs
+
+
+def test_size_limit_bytes():
+    limit = 50_000
+    too_big = catalogue.oversize_bytes(limit)
+    assert len(too_big) == limit + 1 and sniff_format(too_big) == "JPEG"
+    with pytest.raises(ImageError) as info:
+        load_image(too_big, max_bytes=limit)
+    assert info.value.status == 413 and "too large" in str(info.value)
+    _assert_user_facing(str(info.value))
+    assert load_image(too_big, max_bytes=limit + 1).size == (16, 16)  # exactly at the limit: fine
+    with pytest.raises(ImageError) as info:
+        load_image(io.BytesIO(too_big), max_bytes=limit)
+    assert info.value.status == 413
+
+
+def test_size_limit_path(tmp_path):
+    limit = 50_000
+    path = tmp_path / "big.jpg"
+    path.write_bytes(catalogue.oversize_bytes(limit))
+    with pytest.raises(ImageError) as info:
+        load_image(path, max_bytes=limit)
+    assert info.value.status == 413
+    assert load_image(path, max_bytes=limit + 1).size == (16, 16)
+
+
+def test_size_limit_default(monkeypatch):
+    monkeypatch.setattr(images, "MAX_FILE_BYTES", 40_000)
+    with pytest.raises(ImageError) as info:
+        load_image(catalogue.oversize_bytes(40_000))
+    assert info.value.status == 413
+    assert images.load_image(catalogue.oversize_bytes(39_999)).size == (16, 16)
+
+
+def test_oversized_path_is_not_read(tmp_path):
+    """A 64 MB (sparse) file is refused from its size, reading (almost) nothing."""
+    path = tmp_path / "huge.jpg"
+    with open(path, "wb") as f:
+        f.write(catalogue.oversize_bytes(1000))
+        f.truncate(64 * 1024 * 1024)
+    proc = psutil.Process()
+    before = proc.io_counters().read_chars
+    start = time.perf_counter()
+    with pytest.raises(ImageError) as info:
+        load_image(path, max_bytes=1024 * 1024)
+    assert info.value.status == 413
+    assert time.perf_counter() - start < 0.5
+    assert proc.io_counters().read_chars - before < 1024 * 1024
+
+
+def test_file_growing_after_stat_is_read_at_most_limit_plus_one(tmp_path, monkeypatch):
+    """os.stat said small, but the file is (now) 64 MB: read no more than max_bytes + 1."""
+    path = tmp_path / "growing.jpg"
+    with open(path, "wb") as f:
+        f.write(catalogue.oversize_bytes(1000))
+        f.truncate(64 * 1024 * 1024)
+    real_stat = os.stat
+
+    def stale_stat(p, *args, **kwargs):
+        st = real_stat(p, *args, **kwargs)
+        if os.fspath(p) == str(path):
+            fields = list(st[:10])
+            fields[6] = 1000  # st_size
+            return os.stat_result(fields)
+        return st
+
+    monkeypatch.setattr(os, "stat", stale_stat)
+    proc = psutil.Process()
+    before = proc.io_counters().read_chars
+    with pytest.raises(ImageError) as info:
+        load_image(path, max_bytes=1024 * 1024)
+    assert info.value.status == 413
+    assert proc.io_counters().read_chars - before < 2 * 1024 * 1024
+
+
+def test_stream_is_read_at_most_limit_plus_one():
+    class Endless(io.RawIOBase):
+        def __init__(self):
+            self.served = 0
+
+        def readable(self):
+            return True
+
+        def readinto(self, buf):
+            n = min(len(buf), 4096)
+            buf[:n] = b"\xff" * n
+            self.served += n
+            return n
+
+    stream = Endless()
+    with pytest.raises(ImageError) as info:
+        load_image(stream, max_bytes=100_000)
+    assert info.value.status == 413
+    assert stream.served <= 100_001
+
+
+@pytest.fixture
+def count_decodes(monkeypatch):
+    calls = []
+    original = ImageFile.ImageFile.load
+
+    def counting_load(self, *args, **kwargs):
+        calls.append(self.size)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
+    return calls
+
+
+def test_decode_counter_works(count_decodes):
+    load_image(ODD["tiff"][0])
+    assert count_decodes, "the decode counter must see ordinary decodes"
+
+
+def test_bomb_rejected_quickly_without_decoding(count_decodes):
+    data, _ = BAD["bomb_png"]
+    assert len(data) < 500_000
+    start = time.perf_counter()
+    with pytest.raises(ImageError) as info:
+        load_image(data)
+    assert time.perf_counter() - start < 1.0
+    assert info.value.status == 413
+    assert count_decodes == []
+
+
+def test_bomb_rejected_by_own_header_check(monkeypatch, count_decodes):
+    """Even with PIL's own bomb protection switched off, the header size is checked before decoding."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    start = time.perf_counter()
+    with pytest.raises(ImageError) as info:
+        load_image(BAD["bomb_png"][0])
+    assert time.perf_counter() - start < 1.0
+    assert info.value.status == 413 and "20000 x 20000" in str(info.value)
+    assert count_decodes == []
+
+
+def test_max_pixels_checked_before_decoding(count_decodes):
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 200)).save(buf, "PNG")
+    with pytest.raises(ImageError) as info:
+        load_image(buf.getvalue(), max_pixels=300 * 200 - 1)
+    assert info.value.status == 413 and "300 x 200" in str(info.value)
+    assert count_decodes == []
+    assert load_image(buf.getvalue(), max_pixels=300 * 200).size == (300, 200)
+
+
+def _pil_warning_sized_png(monkeypatch) -> bytes:
+    # Between Image.MAX_IMAGE_PIXELS and twice that, PIL warns instead of raising.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 40)).save(buf, "PNG")  # 1600 px
+    return buf.getvalue()
+
+
+def test_pil_bomb_warning_is_an_error(monkeypatch):
+    data = _pil_warning_sized_png(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ImageError) as info:
+            load_image(data)
+    assert info.value.status == 413
+
+
+@pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")
+def test_pil_bomb_warning_raised_as_exception_is_caught(monkeypatch):
+    data = _pil_warning_sized_png(monkeypatch)
+    with pytest.raises(ImageError) as info:
+        load_image(data)
+    assert info.value.status == 413
+
+
+# ------------------------------------------------------------------ resources, threads, globals
+
+
+def test_no_fd_leak_after_many_loads(tmp_path):
+    paths = []
+    for name in ("webp", "cmyk_jpeg", "animated_gif", "png16"):
+        p = tmp_path / ODD[name][1]
+        p.write_bytes(ODD[name][0])
+        paths.append((p, True))
+    for name in ("truncated_jpeg", "bomb_png", "pdf_as_jpg", "one_pixel_png"):
+        p = tmp_path / (name + ".bin")
+        p.write_bytes(BAD[name][0])
+        paths.append((p, False))
+    proc = psutil.Process()
+    gc.collect()
+    fds_before, files_before = proc.num_fds(), sorted(f.path for f in proc.open_files())
+    for _ in range(15):
+        for p, ok in paths:
+            if ok:
+                load_image(p)
+            else:
+                with pytest.raises(ImageError):
+                    load_image(p)
+    # no gc.collect() here: handles must be closed deterministically, not by the collector
+    assert sorted(f.path for f in proc.open_files()) == files_before
+    assert proc.num_fds() == fds_before
+
+
+def test_no_temp_files(monkeypatch, tmp_path):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("load_image must not create temporary files")
+
+    for name in ("mkstemp", "mkdtemp", "NamedTemporaryFile", "TemporaryFile", "SpooledTemporaryFile"):
+        monkeypatch.setattr(tempfile, name, forbidden)
+    p = tmp_path / "x.gif"
+    p.write_bytes(ODD["animated_gif"][0])
+    before = sorted(os.listdir(tmp_path))
+    load_image(p)
+    load_image(ODD["cmyk_jpeg"][0])
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_thread_safe_and_no_global_state_changes():
+    jobs = [ODD[n][0] for n in sorted(ODD)] + [BAD[n][0] for n in sorted(BAD)]
+
+    def run(data):
+        try:
+            return np.asarray(load_image(data)).tobytes()
+        except ImageError as exc:
+            return (exc.status, str(exc))
+
+    filters_before = list(warnings.filters)
+    truncated_before = ImageFile.LOAD_TRUNCATED_IMAGES
+    bomb_limit_before = Image.MAX_IMAGE_PIXELS
+    sequential = [run(d) for d in jobs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        concurrent = list(pool.map(run, jobs * 2))
+    assert concurrent == sequential * 2
+    assert list(warnings.filters) == filters_before
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is truncated_before is False
+    assert Image.MAX_IMAGE_PIXELS == bomb_limit_before
+
+
+# ------------------------------------------------------------------ small API pieces
+
+
+@pytest.mark.parametrize(
+    "head, expected",
+    [
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "JPEG"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "PNG"),
+        (b"GIF89a\x10\x00", "GIF"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "WEBP"),
+        (b"BM" + b"\x00" * 12 + b"\x28\x00\x00\x00", "BMP"),
+        (b"II*\x00\x08\x00\x00\x00", "TIFF"),
+        (b"MM\x00*\x00\x00\x00\x08", "TIFF"),
+        (b"%PDF-1.7\n", "PDF"),
+        (b"PK\x03\x04\x14\x00", "ZIP"),
+        (b"just some words\n", "text"),
+        (b"BMW owners club\n", "text"),  # 'BM' alone is not a bitmap
+        (b"\x00\x01\x02\x03\xfe\xfd", None),
+        (b"", None),
+    ],
+)
+def test_sniff_format(head, expected):
+    assert sniff_format(head) == expected
+
+
+def test_image_error():
+    err = ImageError("The image is too large. Please upload a smaller one.", 413)
+    assert isinstance(err, ValueError) and err.status == 413
+    assert ImageError("x").status == 400
+    clone = pickle.loads(pickle.dumps(err))
+    assert clone.status == 413 and str(clone) == str(err)
+
+
+def test_env_overrides_and_no_gradio_import():
+    code = (
+        "import sys, inference.images as m;"
+        "print(m.MAX_FILE_BYTES, m.MAX_PIXELS, 'gradio' in sys.modules)"
+    )
+    env = dict(os.environ, IMAGE_MAX_BYTES="1234", IMAGE_MAX_PIXELS="5678")
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["1234", "5678", "False"]
+
+
+def test_catalogue_is_cheap():
+    catalogue.bomb_png.cache_clear()
+    start = time.perf_counter()
+    data = catalogue.bomb_png()
+    assert time.perf_counter() - start < 2.0
+    assert len(data) < 500_000
+    # IHDR width/height, read without PIL (which would refuse the bomb)
+    assert (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) == (20000, 20000)

@@ -1,0 +1,358 @@
+"""training.report (metrics, calibration, plots, model card) and the training.evaluate CLI."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from inference.tasks import CAR, COLLECTIBLES  # noqa: E402
+from training import report  # noqa: E402
+from training.report import (expected_calibration_error, fit_temperature, group_accuracy,  # noqa: E402
+                             head_metrics, plot_confusion_matrices, plot_history, plot_reliability,
+                             summarize, write_model_card)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def one_hot_probs(pred: list[int], n_classes: int) -> np.ndarray:
+    p = np.full((len(pred), n_classes), 0.1 / max(n_classes - 1, 1))
+    p[np.arange(len(pred)), pred] = 0.9
+    return p
+
+
+# ---------------------------------------------------------------------------- metrics
+
+def test_head_metrics_known_example():
+    labels = ["a", "b", "c"]
+    y_true = [0, 0, 0, 1, 1, 2]
+    y_pred = [0, 0, 1, 1, 2, 2]
+    m = head_metrics(y_true, y_pred, labels)
+    assert m["accuracy"] == pytest.approx(4 / 6, abs=1e-4)
+    assert m["accuracy"] == round(4 / 6, 4)
+    assert m["labels"] == labels
+    assert m["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    # a: P 2/2, R 2/3 -> F1 0.8; b: P 1/2, R 1/2 -> 0.5; c: P 1/2, R 1 -> 2/3
+    pc = m["per_class"]
+    assert pc["a"] == {"precision": 1.0, "recall": 0.6667, "f1": 0.8, "support": 3}
+    assert pc["b"]["f1"] == 0.5 and pc["b"]["support"] == 2
+    assert pc["c"]["f1"] == 0.6667 and pc["c"]["recall"] == 1.0
+    assert m["macro_f1"] == round((0.8 + 0.5 + 2 / 3) / 3, 4)
+
+
+def test_head_metrics_absent_label_and_empty():
+    m = head_metrics([0, 1], [0, 1], ["x", "y", "z"])
+    assert m["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [0, 0, 0]]
+    assert m["per_class"]["z"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert m["accuracy"] == 1.0 and m["macro_f1"] == 1.0   # an absent class does not count as F1 0
+    empty = head_metrics([], [], ["x", "y"])
+    assert empty["accuracy"] is None and empty["confusion_matrix"] == [[0, 0], [0, 0]]
+    with pytest.raises(ValueError):
+        head_metrics([0, 3], [0, 1], ["x", "y"])
+
+
+def test_summarize_masks_unknown_labels_per_head():
+    true = [
+        {"cleanliness": "clean", "damage": "intact"},
+        {"cleanliness": None, "damage": "damaged"},          # counts for damage only
+        {"cleanliness": "very_dirty", "damage": None},       # counts for cleanliness only
+        {"cleanliness": "slightly_dirty", "damage": "damaged"},
+    ]
+    # predictions: clean, (very_dirty), very_dirty, clean  |  intact, damaged, (intact), intact
+    probs = {"cleanliness": one_hot_probs([0, 2, 2, 0], 3), "damage": one_hot_probs([0, 1, 0, 0], 2)}
+    s = summarize(CAR, true, probs, ["s1", "s1", "s2", "s2"])
+    assert s["n_images"] == 4
+    c, d = s["heads"]["cleanliness"], s["heads"]["damage"]
+    assert c["n"] == 3 and d["n"] == 3
+    assert c["accuracy"] == round(2 / 3, 4) and d["accuracy"] == round(2 / 3, 4)
+    assert sum(map(sum, c["confusion_matrix"])) == 3
+    assert c["confusion_matrix"] == [[1, 0, 0], [1, 0, 0], [0, 0, 1]]
+    assert d["confusion_matrix"] == [[1, 0], [1, 1]]
+    assert set(c) >= {"accuracy", "macro_f1", "per_class", "confusion_matrix", "labels", "n"}
+    ps = s["per_source"]
+    assert ps["s1"] == {"n_images": 2, "heads": {"cleanliness": {"accuracy": 1.0, "n": 1},
+                                                 "damage": {"accuracy": 1.0, "n": 2}}}
+    assert ps["s2"] == {"n_images": 2, "heads": {"cleanliness": {"accuracy": 0.5, "n": 2},
+                                                 "damage": {"accuracy": 0.0, "n": 1}}}
+    json.dumps(s)   # JSON-serialisable as is
+
+
+def test_group_accuracy_empty_head_and_shape_checks():
+    true = [{"cleanliness": None, "damage": "intact"}]
+    probs = {"cleanliness": one_hot_probs([1], 3), "damage": one_hot_probs([0], 2)}
+    g = group_accuracy(CAR, true, probs, ["only"])
+    assert g["only"]["heads"]["cleanliness"] == {"accuracy": None, "n": 0}
+    assert g["only"]["heads"]["damage"] == {"accuracy": 1.0, "n": 1}
+    with pytest.raises(ValueError):
+        summarize(CAR, true, {"cleanliness": one_hot_probs([1, 1], 3), "damage": probs["damage"]}, ["x"])
+    with pytest.raises(ValueError):
+        summarize(CAR, [{"cleanliness": "spotless", "damage": "intact"}], probs, ["x"])
+
+
+# ---------------------------------------------------------------------------- calibration
+
+def test_ece_calibrated_vs_overconfident():
+    rng = np.random.default_rng(0)
+    n = 20000
+    conf = rng.uniform(0.5, 1.0, n)
+    probs = np.stack([conf, 1 - conf], axis=1)
+    y_calibrated = np.where(rng.uniform(size=n) < conf, 0, 1)       # right with probability = confidence
+    assert expected_calibration_error(probs, y_calibrated) < 0.02
+
+    over = np.tile([0.99, 0.01], (n, 1))
+    y_over = np.where(rng.uniform(size=n) < 0.6, 0, 1)               # right 60% of the time
+    assert expected_calibration_error(over, y_over) == pytest.approx(0.39, abs=0.02)
+    # unknown labels (-1) are ignored
+    y_masked = np.concatenate([y_over, -np.ones(n, int)])
+    assert expected_calibration_error(np.concatenate([over, over]), y_masked) == pytest.approx(
+        expected_calibration_error(over, y_over))
+
+
+def test_fit_temperature_recovers_known_temperature():
+    rng = np.random.default_rng(1)
+    t_true = 2.5
+    logits = rng.normal(0, 4.0, size=(4000, 4))
+    p = report.softmax(logits, t_true)
+    y = np.array([rng.choice(4, p=row) for row in p])
+    t = fit_temperature(logits, y)
+    assert abs(t - t_true) < 0.3
+    assert expected_calibration_error(report.softmax(logits, t), y) < expected_calibration_error(
+        report.softmax(logits), y)
+    assert fit_temperature(logits[:0], y[:0]) == 1.0
+    # clamped to [0.05, 20]: labels that are independent of the logits push T up
+    assert fit_temperature(rng.normal(0, 50, size=(500, 3)), rng.integers(0, 3, 500)) <= 20.0
+
+
+def test_calibration_summary_block():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0, 6, size=(1500, 3))
+    y = np.array([rng.choice(3, p=row) for row in report.softmax(logits, 3.0)])
+    block = report.calibration_summary({"h": logits}, {"h": y})
+    assert set(block["h"]) == {"temperature", "ece_before", "ece_after", "n"}
+    assert block["h"]["ece_after"] < block["h"]["ece_before"]
+
+
+# ---------------------------------------------------------------------------- plots
+
+def assert_png(path: Path) -> None:
+    assert path.is_file() and path.stat().st_size > 1000
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def history_rows(n=3):
+    return [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e,
+             "train_acc": {"cleanliness": 0.5 + 0.1 * e, "damage": 0.6 + 0.1 * e},
+             "val_acc": {"cleanliness": 0.45 + 0.1 * e, "damage": 0.55 + 0.1 * e},
+             "val_acc_combined": 0.5 + 0.1 * e,
+             "val_photo_acc": {"cleanliness": 0.4 + 0.1 * e, "damage": 0.5 + 0.1 * e}}
+            for e in range(1, n + 1)]
+
+
+def car_summary():
+    true = [{"cleanliness": c, "damage": d} for c, d in
+            [("clean", "intact"), ("slightly_dirty", "damaged"), ("very_dirty", "intact"),
+             (None, "damaged"), ("clean", "damaged"), ("very_dirty", "intact")]]
+    probs = {"cleanliness": one_hot_probs([0, 0, 2, 1, 0, 2], 3), "damage": one_hot_probs([0, 1, 0, 1, 0, 0], 2)}
+    return summarize(CAR, true, probs, ["a", "a", "b", "b", "b", "a"])
+
+
+def test_plots_write_pngs(tmp_path):
+    paths = plot_history(history_rows(), tmp_path)
+    assert [p.name for p in paths] == ["loss.png", "accuracy.png"]
+    for p in paths:
+        assert_png(p)
+    assert plot_history([], tmp_path / "none") == []
+
+    paths = plot_confusion_matrices(car_summary(), tmp_path)
+    assert sorted(p.name for p in paths) == ["confusion_cleanliness.png", "confusion_damage.png"]
+    for p in paths:
+        assert_png(p)
+
+    rng = np.random.default_rng(3)
+    logits = {"cleanliness": rng.normal(0, 5, (300, 3)), "damage": rng.normal(0, 5, (300, 2))}
+    y = {"cleanliness": rng.integers(-1, 3, 300), "damage": rng.integers(0, 2, 300)}
+    out = plot_reliability(logits, y, {"cleanliness": 2.0, "damage": 1.5}, tmp_path / "reliability.png")
+    assert_png(out)
+
+
+# ---------------------------------------------------------------------------- model card
+
+def full_metrics():
+    summary = car_summary()
+    photo = summarize(CAR, [{"cleanliness": "clean", "damage": "intact"}, {"cleanliness": "very_dirty", "damage": "damaged"}],
+                      {"cleanliness": one_hot_probs([0, 1], 3), "damage": one_hot_probs([0, 1], 2)},
+                      ["photo_src", "photo_src"])
+    return {
+        "task": "car", "architecture": "tf_efficientnet_lite0",
+        "splits": {"val": summary, "val_photo": photo},
+        "calibration": {"cleanliness": {"temperature": 1.4321, "ece_before": 0.0812, "ece_after": 0.0234},
+                        "damage": {"temperature": 1.1234, "ece_before": 0.0456, "ece_after": 0.0178}},
+        "ood": {"method": "mahalanobis", "auroc": 0.9876, "in_domain_rejection_rate": 0.0213, "threshold": 12.3456,
+                "per_ood_set": {"collectibles": {"n": 321, "auroc": 0.9912}, "skimage": {"n": 17, "auroc": 0.9543}}},
+        "gradcam": {"object_mass_mean": 0.7321, "n": 48},
+        "training": {"command": "python -m training.train --task car --data ../shared/data/car --epochs 7",
+                     "args": {"epochs": 7, "lr": 0.001, "loss_weights": [1.0, 1.2]},
+                     "epochs_run": 7, "best_epoch": 5, "seconds": 812.5, "seconds_per_epoch": 98.7,
+                     "cache_seconds": 120.0, "n_train": 1650, "n_val": 412},
+        "history": history_rows(),
+    }
+
+
+def front_matter(text: str) -> dict:
+    yaml = pytest.importorskip("yaml")
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+CONFIG = {"task": "car", "architecture": "tf_efficientnet_lite0",
+          "heads": {"cleanliness": ["clean", "slightly_dirty", "very_dirty"], "damage": ["intact", "damaged"]},
+          "data_config": {"input_size": [3, 224, 224], "interpolation": "bicubic", "mean": [0.5, 0.5, 0.5],
+                          "std": [0.5, 0.5, 0.5], "crop_pct": 1.0, "crop_mode": "squash"},
+          "temperature": {"cleanliness": 1.4321, "damage": 1.1234}, "ood": None, "format_version": 1}
+
+
+def test_model_card_full(tmp_path):
+    metrics = full_metrics()
+    plot_history(metrics["history"], tmp_path)
+    plot_confusion_matrices(metrics["splits"]["val"], tmp_path)
+    plot_confusion_matrices(metrics["splits"]["val_photo"], tmp_path, "confusion_photo")
+    path = write_model_card(tmp_path, CAR, CONFIG, metrics)
+    text = path.read_text()
+    assert path.name == "README.md"
+    meta = front_matter(text)
+    assert meta["library_name"] == "timm" and meta["license"] == "apache-2.0"
+    assert meta["pipeline_tag"] == "image-classification"
+    assert {"image-classification", "timm", "car"} <= set(meta["tags"])
+    results = meta["model-index"][0]["results"]
+    val = [r for r in results if r["dataset"]["split"] == "val"][0]
+    values = {m["name"]: m["value"] for m in val["metrics"]}
+    assert values["damage accuracy"] == metrics["splits"]["val"]["heads"]["damage"]["accuracy"]
+    assert values["cleanliness accuracy"] == metrics["splits"]["val"]["heads"]["cleanliness"]["accuracy"]
+
+    val_heads = metrics["splits"]["val"]["heads"]
+    for number in [f"{val_heads['damage']['accuracy']:.4f}", f"{val_heads['cleanliness']['macro_f1']:.4f}",
+                   "1.4321", "0.0812", "0.0234", "0.9876", "2.1%", "12.3456", "0.9543", "73.2%",
+                   "0.873", "0.912", "1650", "photo_src"]:
+        assert number in text, number
+    assert metrics["training"]["command"] in text
+    for heading in ("## Summary", "## How to use", "## Training data and procedure", "## Results",
+                    "### Per class", "### Per source", "## Calibration", "## Out-of-domain photos",
+                    "## Grad-CAM sanity check", "## Plots", "## Comparison with the earlier system",
+                    "## Intended use", "## Limitations", "## Reproduce"):
+        assert heading in text, heading
+    assert "photo-like validation" in text and "(confusion_damage.png)" in text and "(loss.png)" in text
+    assert "Confusion matrix, damage (photo-like validation)" in text
+    assert "reliability.png" not in text and "worst_errors.png" not in text   # files absent: not embedded
+    assert "Shadows" in text and "slightly_dirty" in text
+    assert "load_model" in text and "snapshot_download" in text and "224×224" in text
+
+
+def test_model_card_minimal(tmp_path):
+    summary = summarize(COLLECTIBLES, [{"category": "coins"}, {"category": "books"}],
+                        {"category": one_hot_probs([1, 1], 5)}, ["x", "y"])
+    path = write_model_card(tmp_path, COLLECTIBLES, {}, {"task": "collectibles", "splits": {"val": summary}})
+    text = path.read_text()
+    meta = front_matter(text)
+    assert meta["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.5
+    assert "0.5000" in text and "0.750" in text
+    assert "## Calibration" not in text and "## Out-of-domain photos" not in text and "## Plots" not in text
+    assert "python -m training.train --task collectibles" in text
+    # changing a metric changes the card: no hard-coded figures
+    summary["heads"]["category"]["accuracy"] = 0.8765
+    assert "0.8765" in write_model_card(tmp_path, "collectibles", {}, {"task": "collectibles",
+                                                                       "splits": {"val": summary}}).read_text()
+
+
+# ---------------------------------------------------------------------------- evaluate CLI
+
+def make_car_checkpoint(folder: Path) -> Path:
+    from inference.model import ModelConfig, create_model, save_checkpoint
+    config = ModelConfig.for_task(CAR, image_size=64)
+    save_checkpoint(create_model(config), config, folder)
+    return folder
+
+
+def make_car_dataset(root: Path) -> Path:
+    from PIL import Image
+    rows = [("clean", "intact", "a"), ("slightly_dirty", "damaged", "a"), ("very_dirty", "intact", "b"),
+            ("", "damaged", "b"), ("clean", "damaged", "b"), ("very_dirty", "intact", "a")]
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(4)
+    lines = ["image,cleanliness,damage,source"]
+    for i, (c, d, s) in enumerate(rows):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(root / "images" / f"{i}.jpg")
+        lines.append(f"images/{i}.jpg,{c},{d},{s}")
+    (root / "images" / "broken.jpg").write_bytes(b"not a jpeg")
+    lines.append("images/broken.jpg,clean,intact,a")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def car_eval_setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("evaluate")
+    return make_car_dataset(base / "data"), make_car_checkpoint(base / "ckpt")
+
+
+def test_evaluate_json_shape(car_eval_setup, capsys):
+    from training.evaluate import main
+    data, ckpt = car_eval_setup
+    code = main(["--task", "car", "--data", str(data), "--weights", str(ckpt), "--json", "--batch-size", "4",
+                 "--group-by", "source", "--group-by", "label:damage", "--backend", "torch"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    result = json.loads(out)          # exactly one JSON object on stdout
+    assert result["task"] == "car" and result["n_images"] == 6
+    assert "broken.jpg" in err
+    assert set(result) >= {"task", "n_images", "heads", "per_source", "in_domain_rate", "checkpoint", "per_group"}
+    assert set(result["heads"]) == {"cleanliness", "damage"}
+    for head, n in (("cleanliness", 5), ("damage", 6)):
+        m = result["heads"][head]
+        assert set(m) >= {"accuracy", "macro_f1", "per_class", "confusion_matrix", "labels"}
+        assert m["labels"] == list(CAR.heads[head]) and m["n"] == n
+        assert sum(map(sum, m["confusion_matrix"])) == n
+        assert set(m["per_class"]) == set(CAR.heads[head])
+        assert set(m["per_class"]["clean" if head == "cleanliness" else "intact"]) == {"precision", "recall", "f1", "support"}
+        assert 0.0 <= m["accuracy"] <= 1.0
+    assert set(result["per_source"]) == {"a", "b"}
+    assert result["per_source"]["b"]["heads"]["cleanliness"]["n"] == 2
+    assert set(result["per_group"]) == {"source", "label:damage"}
+    assert set(result["per_group"]["label:damage"]) == {"intact", "damaged"}
+    assert result["in_domain_rate"] == 1.0          # no OOD detector in this checkpoint
+    assert str(ckpt) in result["checkpoint"]
+
+
+def test_evaluate_table_output(car_eval_setup, capsys):
+    from training.evaluate import main
+    data, ckpt = car_eval_setup
+    assert main(["--task", "car", "--data", str(data), "--weights", str(ckpt), "--backend", "torch"]) == 0
+    out = capsys.readouterr().out
+    assert "cleanliness: accuracy" in out and "slightly_dirty" in out and "per source" in out
+
+
+def test_evaluate_clear_errors(car_eval_setup, tmp_path, capsys):
+    from training.evaluate import main
+    data, ckpt = car_eval_setup
+    assert main(["--task", "car", "--data", str(data), "--weights", str(tmp_path / "nope"), "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "weights folder not found" in err and "Traceback" not in err
+
+    assert main(["--task", "car", "--data", str(tmp_path / "missing"), "--weights", str(ckpt), "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "error:" in err
+
+    bad = tmp_path / "bad_ckpt"
+    bad.mkdir()
+    (bad / "config.json").write_text("{not json")
+    (bad / "model.safetensors").write_bytes(b"junk")
+    assert main(["--task", "car", "--data", str(data), "--weights", str(bad), "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "checkpoint" in err
+
+    # a collectibles checkpoint is not a car checkpoint
+    assert main(["--task", "collectibles", "--data", str(data), "--weights", str(ckpt), "--json"]) == 2
+    assert capsys.readouterr().out == ""

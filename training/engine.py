@@ -1,0 +1,213 @@
+"""Fast CPU training: cache the frozen front of the backbone for several augmented views of each
+image once, then train the last backbone stages and the heads on those cached activations.
+
+Also holds the masked multi-head loss and the evaluation loop shared by train and report.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset as TorchDataset
+from tqdm.auto import tqdm
+
+from inference.images import load_image
+from inference.model import MultiHeadModel
+from inference.tasks import TaskSpec
+from training.augment import PhotoRealism, photo_like_view
+from training.data import Sample
+
+UNKNOWN = -1  # target value of a label that is not known for a photo: masked out of the loss
+
+
+def create_train_transform(data_config: dict, task: str):
+    """timm's training transform from the same data config inference uses.
+
+    Crops keep most of the photo (damage at the edge must stay in), colour jitter is mild and
+    hue is left alone so dirt keeps its colour.
+    """
+    cfg = {k: v for k, v in data_config.items() if k not in ("crop_pct", "crop_mode")}
+    scale = (0.35, 1.0) if task == "car" else (0.25, 1.0)
+    return timm.data.create_transform(**cfg, is_training=True, scale=scale, ratio=(3 / 4, 4 / 3),
+                                      hflip=0.5, color_jitter=(0.2, 0.2, 0.1, 0.0))
+
+
+def targets_for(spec: TaskSpec, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+    return {h: torch.tensor([UNKNOWN if s.labels[h] is None else spec.label_index(h, s.labels[h])
+                             for s in samples]) for h in spec.heads}
+
+
+def class_weights(spec: TaskSpec, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Square-root balanced weights: rare classes count more without a 50x weight on 17 photos."""
+    weights = {}
+    for h, labels in spec.heads.items():
+        known = targets[h][targets[h] != UNKNOWN]
+        counts = torch.bincount(known, minlength=len(labels)).float().clamp(min=1)
+        w = (counts.sum() / (len(labels) * counts)).sqrt()
+        weights[h] = w / w.mean()
+    return weights
+
+
+def multitask_loss(logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
+                   loss_weights: dict[str, float], weights: dict[str, torch.Tensor] | None = None,
+                   label_smoothing: float = 0.0) -> torch.Tensor:
+    """Weighted sum of per-head cross-entropy; photos with an unknown label skip that head only."""
+    total = logits[next(iter(logits))].new_zeros(())
+    for h, out in logits.items():
+        known = targets[h] != UNKNOWN
+        if known.any():
+            total = total + loss_weights[h] * F.cross_entropy(
+                out[known], targets[h][known], label_smoothing=label_smoothing,
+                weight=None if weights is None else weights[h])
+    return total
+
+
+class ImageViews(TorchDataset):
+    """Decoded photos, optionally made photo-like, then transformed to tensors."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable, task: str, seed: int,
+                 realism: PhotoRealism | None = None, photo_like: bool = False):
+        self.samples, self.transform, self.task, self.seed = list(samples), transform, task, seed
+        self.realism, self.photo_like = realism, photo_like
+        by_label: dict[str | None, list[int]] = {}
+        for i, s in enumerate(self.samples):
+            by_label.setdefault(next(iter(s.labels.values())), []).append(i)
+        self.by_label = by_label
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _same_class_items(self, i: int, rng: np.random.Generator) -> list:
+        """Up to two other photos of the same class, for 'several items in one frame'."""
+        peers = self.by_label[next(iter(self.samples[i].labels.values()))]
+        picks = rng.choice(peers, size=min(2, len(peers)), replace=False)
+        return [load_image(self.samples[j].path) for j in picks if j != i]
+
+    def view(self, i: int) -> tuple[Image.Image, np.ndarray | None]:
+        """The (deterministic) picture for photo `i` and, when composited, the item's mask."""
+        image = load_image(self.samples[i].path)
+        rng = np.random.default_rng([self.seed, i])
+        if self.photo_like:
+            extras = self._same_class_items(i, rng) if self.task != "car" and rng.random() < 0.3 else []
+            return photo_like_view(image, self.task, seed=self.seed * 100_003 + i, extra_items=extras)
+        if self.realism is not None:
+            extras = self._same_class_items(i, rng) if rng.random() < self.realism.config.multi_item else []
+            return self.realism(image, rng, extras)
+        return image, None
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(self.view(i)[0])
+
+
+def cache_front(model: MultiHeadModel, frozen_blocks: int, dataset: TorchDataset, path: Path,
+                desc: str, batch_size: int = 32, workers: int = 1) -> np.ndarray:
+    """Run the frozen front over a dataset once and keep the activations (float16) on disk.
+
+    A finished cache (marked by a `.done` file) is reused, so an interrupted run resumes fast.
+    """
+    done = path.with_suffix(".done")
+    if done.exists():
+        return np.load(path, mmap_mode="r")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                        persistent_workers=False, prefetch_factor=4 if workers else None)
+    out = None
+    model.eval()
+    start = 0
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=desc, unit="batch", leave=False):
+            act = model.forward_front(batch, frozen_blocks).half().numpy()
+            if out is None:
+                out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16,
+                                                shape=(len(dataset), *act.shape[1:]))
+            out[start:start + len(act)] = act
+            start += len(act)
+    out.flush()
+    done.touch()
+    return np.load(path, mmap_mode="r")
+
+
+def trainable_parameters(model: MultiHeadModel, frozen_blocks: int) -> list[dict]:
+    """Parameter groups: the backbone tail learns slower than the freshly initialised heads."""
+    b = model.backbone
+    tail = [p for m in (*b.blocks[frozen_blocks:], b.conv_head, b.bn2) for p in m.parameters()]
+    return [{"params": tail, "lr_scale": 0.3}, {"params": list(model.heads.parameters()), "lr_scale": 1.0}]
+
+
+def set_train_mode(model: MultiHeadModel, frozen_blocks: int, train: bool) -> None:
+    model.eval()
+    if train:
+        b = model.backbone
+        for m in (*b.blocks[frozen_blocks:], b.conv_head, b.bn2, model.dropout, model.heads):
+            m.train()
+
+
+def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+@dataclass
+class EpochResult:
+    loss: float
+    accuracy: dict[str, float]
+    logits: dict[str, np.ndarray]
+    features: np.ndarray
+
+
+def run_epoch(model: MultiHeadModel, frozen_blocks: int, activations: np.ndarray,
+              targets: dict[str, torch.Tensor], loss_weights: dict[str, float],
+              weights: dict[str, torch.Tensor] | None = None, optimizer: torch.optim.Optimizer | None = None,
+              scheduler=None, batch_size: int = 64, seed: int = 0, desc: str = "",
+              label_smoothing: float = 0.0) -> EpochResult:
+    """One pass over cached activations: trains when an optimizer is given, else evaluates."""
+    train = optimizer is not None
+    set_train_mode(model, frozen_blocks, train)
+    n = len(activations)
+    order = np.random.default_rng(seed).permutation(n) if train else np.arange(n)
+    total_loss, seen = 0.0, 0
+    correct = {h: 0 for h in targets}
+    known = {h: int((t != UNKNOWN).sum()) for h, t in targets.items()}
+    all_logits = {h: [] for h in targets}
+    all_features = []
+    bar = tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False)
+    for start in bar:
+        idx = np.sort(order[start:start + batch_size])
+        x = torch.from_numpy(np.asarray(activations[idx], dtype=np.float32))
+        y = {h: t[idx] for h, t in targets.items()}
+        with torch.set_grad_enabled(train):
+            features = model.forward_tail(x, frozen_blocks)
+            logits = model.classify(features)
+            loss = multitask_loss(logits, y, loss_weights, weights, label_smoothing if train else 0.0)
+        if train:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+        else:
+            all_features.append(features.numpy())
+        total_loss += loss.item() * len(idx)
+        seen += len(idx)
+        for h, out in logits.items():
+            mask = y[h] != UNKNOWN
+            correct[h] += int((out.argmax(1)[mask] == y[h][mask]).sum())
+            if not train:
+                all_logits[h].append(out.detach().numpy())
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}",
+                        **{f"acc_{h}": f"{correct[h] / max(1, known[h]):.3f}" for h in targets})
+    accuracy = {h: correct[h] / max(1, known[h]) for h in targets}
+    return EpochResult(total_loss / max(1, seen), accuracy,
+                       {h: np.concatenate(v) for h, v in all_logits.items() if v},
+                       np.concatenate(all_features) if all_features else np.empty((0,)))
