@@ -315,3 +315,17 @@ def test_speed_full_preset():
     ms = (time.perf_counter() - t) / len(ims) * 1000
     print(f"\nfull preset: {ms:.1f} ms / image")
     assert ms < 60
+
+
+@pytest.mark.parametrize("size", [(1200, 100), (100, 1200)])
+def test_aspect_crop_handles_extreme_strips(size):
+    """Stamp strips wider than 4:1 (and their tall twins) must not crash the aspect crop."""
+    from training.augment import PhotoRealism, RealismConfig
+
+    config = RealismConfig.preset("none", "collectibles").with_overrides(aspect_crop=1.0)
+    strip = Image.new("RGB", size, (200, 30, 30))
+    for seed in range(10):
+        out, _ = PhotoRealism(config)(strip, np.random.default_rng(seed))
+        w, h = out.size
+        assert w * h >= 0.5 * size[0] * size[1] * 0.99
+        assert abs(np.log((w / h) / (size[0] / size[1]))) <= np.log(2) + 1e-6

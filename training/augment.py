@@ -866,6 +866,8 @@ class PhotoRealism:
         w, h = img.size
         src = w / h
         lo, hi = max(0.5, src / 2), min(2.0, src * 2)
+        if lo >= hi:  # strips wider than 4:1 (or taller): only crops towards square are possible
+            lo, hi = (src / 2, src) if src > 1 else (src, src * 2)
         target = src
         for _ in range(8):  # want a clearly different aspect
             target = _log_uniform(rng, lo, hi)

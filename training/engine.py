@@ -5,6 +5,7 @@ Also holds the masked multi-head loss and the evaluation loop shared by train an
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from inference.tasks import TaskSpec
 from training.augment import PhotoRealism, photo_like_view
 from training.data import Sample
 
+log = logging.getLogger(__name__)
 UNKNOWN = -1  # target value of a label that is not known for a photo: masked out of the loss
 
 
@@ -99,7 +101,10 @@ class ImageViews(TorchDataset):
             return photo_like_view(image, self.task, seed=self.seed * 100_003 + i, extra_items=extras)
         if self.realism is not None:
             extras = self._same_class_items(i, rng) if rng.random() < self.realism.config.multi_item else []
-            return self.realism(image, rng, extras)
+            try:
+                return self.realism(image, rng, extras)
+            except Exception:  # one odd photo must not end a long run: it is used unaugmented
+                log.exception("augmentation failed for %s; using it unaugmented", self.samples[i].path)
         return image, None
 
     def __getitem__(self, i: int) -> torch.Tensor:

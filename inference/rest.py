@@ -1,0 +1,188 @@
+"""REST routes (seed formats), served by the same server as the Gradio app.
+
+    POST /api/v1/car/predict              multipart field `image` -> rest_payload (cleanliness, damage, confidence)
+    POST /api/v1/car/predict?format=mobile                         -> mobile_payload (car_condition ...)
+    POST /api/v1/collectibles/predict     multipart field `image` -> label, confidence, probabilities
+    GET  /api/v1/health                                            -> {"status": "ok", "models": {task: description}}
+
+Every answer is JSON. Input the user can fix gets a 4xx `{"error": message}`: the image's own
+problems with `ImageError.status` (400/413/415), a missing field 422, a body that is not
+multipart 415. The upload is limited while it is being read (`MAX_FILE_BYTES` plus a little
+multipart overhead): a larger body is refused with 413 as soon as the limit is passed, or at once
+when its Content-Length says so, without buffering it. The model runs in a worker thread, at most
+`REST_CONCURRENCY` at a time, so the event loop stays free. Anything unexpected is logged with its
+traceback and answered with a generic 500.
+
+No gradio import: `router` can be mounted into any FastAPI app (the Gradio app does so via
+`launch(app_kwargs={"routes": router.routes})`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, AsyncIterator, Callable
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
+
+from inference.images import MAX_FILE_BYTES, ImageError
+from inference.payloads import mobile_payload, rest_payload
+from inference.predictor import Prediction, load_model
+from inference.tasks import TASKS
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/api/v1"
+FIELD = "image"
+# Room for multipart boundaries and part headers on top of the file itself.
+MULTIPART_OVERHEAD = 64 * 1024
+MAX_BODY_BYTES = MAX_FILE_BYTES + MULTIPART_OVERHEAD
+# Bytes of an over-long body that are read and thrown away so the client sees the 413 answer
+# instead of a reset connection; beyond this the connection is simply closed after answering.
+DRAIN_LIMIT = 4 * MAX_BODY_BYTES
+REST_CONCURRENCY = int(os.environ.get("REST_CONCURRENCY", 2))
+
+router = APIRouter(prefix=PREFIX, tags=["predict"])
+_limiter: anyio.CapacityLimiter | None = None
+_ready = True   # the app clears this while it warms up (example caching), so health says "starting"
+
+
+def set_ready(ready: bool) -> None:
+    global _ready
+    _ready = ready
+
+
+class RequestError(Exception):
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+class BodyTooLarge(RequestError):
+    def __init__(self) -> None:
+        super().__init__(f"The upload is too large (over {MAX_FILE_BYTES // (1024 * 1024)} MB). "
+                         "Please upload a smaller image.", 413)
+
+
+def error_response(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def limiter() -> anyio.CapacityLimiter:
+    global _limiter
+    if _limiter is None:
+        _limiter = anyio.CapacityLimiter(REST_CONCURRENCY)
+    return _limiter
+
+
+async def _limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise BodyTooLarge()
+        yield chunk
+
+
+async def _drain(request: Request, limit: int = DRAIN_LIMIT) -> None:
+    """Read and discard what is left of the body (bounded), so the client can read our answer."""
+    discarded = 0
+    try:
+        async for chunk in request.stream():
+            discarded += len(chunk)
+            if discarded > limit:
+                break
+    except (ClientDisconnect, RuntimeError):   # RuntimeError: the stream was already consumed
+        pass
+
+
+async def read_image_field(request: Request) -> bytes:
+    """The bytes of the multipart field `image`, refusing bodies over the limit while reading."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise RequestError(f"Send the photo as multipart/form-data in a field named '{FIELD}'.", 415)
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            too_large = int(declared) > MAX_BODY_BYTES
+        except ValueError:
+            raise RequestError("Invalid Content-Length header.", 400) from None
+        if too_large:
+            raise BodyTooLarge()
+    parser = MultiPartParser(request.headers, _limited_stream(request, MAX_BODY_BYTES), max_files=1, max_fields=16)
+    form = await parser.parse()
+    try:
+        upload = form.get(FIELD)
+        if upload is None:
+            raise RequestError(f"Missing the multipart field '{FIELD}' with the photo.", 422)
+        if not isinstance(upload, UploadFile):
+            raise RequestError(f"The field '{FIELD}' must be a file upload, not text.", 422)
+        if upload.size is not None and upload.size > MAX_FILE_BYTES:
+            raise ImageError(f"The file is too large (over {MAX_FILE_BYTES // (1024 * 1024)} MB). "
+                             "Please upload a smaller image.", 413)
+        return await upload.read(MAX_FILE_BYTES + 1)
+    finally:
+        await form.close()   # spooled temporary files are removed here
+
+
+async def _run(request: Request, task: str, render: Callable[[Prediction], dict[str, Any]]) -> JSONResponse:
+    try:
+        data = await read_image_field(request)
+        predictor = load_model(task)
+        prediction = await anyio.to_thread.run_sync(predictor.predict, data, limiter=limiter())
+        return JSONResponse(render(prediction))
+    except BodyTooLarge as err:
+        await _drain(request)
+        return error_response(err.message, err.status)
+    except (RequestError, ImageError) as err:
+        return error_response(err.message, err.status)
+    except MultiPartException as err:
+        return error_response(f"Malformed multipart upload: {err.message}", 400)
+    except ClientDisconnect:
+        return error_response("The upload was interrupted.", 400)
+    except Exception:
+        log.exception("REST %s %s failed", request.method, request.url.path)
+        return error_response("Internal error while processing the image. Please try again later.", 500)
+
+
+def _renderer(fmt: str, mobile: bool) -> Callable[[Prediction], dict[str, Any]] | None:
+    fmt = (fmt or "default").lower()
+    if fmt in ("default", "json", "rest"):
+        return rest_payload
+    if fmt == "mobile" and mobile:
+        return mobile_payload
+    return None
+
+
+@router.post("/car/predict", summary="Car cleanliness and damage (seed REST / mobile format)")
+async def car_predict(request: Request, format: str = "default") -> JSONResponse:
+    render = _renderer(format, mobile=True)
+    if render is None:
+        await _drain(request)
+        return error_response("Unknown format: use format=default or format=mobile.", 400)
+    return await _run(request, "car", render)
+
+
+@router.post("/collectibles/predict", summary="Collectible category: label, confidence, probabilities")
+async def collectibles_predict(request: Request, format: str = "default") -> JSONResponse:
+    render = _renderer(format, mobile=False)
+    if render is None:
+        await _drain(request)
+        return error_response("Unknown format: use format=default.", 400)
+    return await _run(request, "collectibles", render)
+
+
+@router.get("/health", summary="Which checkpoint serves each task")
+async def health() -> JSONResponse:
+    try:
+        models = await anyio.to_thread.run_sync(lambda: {t: load_model(t).description for t in TASKS})
+    except Exception as err:
+        log.exception("health check failed")
+        return JSONResponse({"status": "error", "error": f"{type(err).__name__}: model not loaded"}, status_code=503)
+    if not _ready:
+        return JSONResponse({"status": "starting", "models": models}, status_code=503)
+    return JSONResponse({"status": "ok", "models": models})

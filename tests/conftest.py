@@ -1,0 +1,101 @@
+"""Shared fixtures: the real app started on a free local port, and the example images.
+
+`app_url` starts `python app.py` once per test session (GRADIO_SERVER_NAME=127.0.0.1 and a free
+GRADIO_SERVER_PORT), waits until GET /api/v1/health answers 200 (the app answers 503 "starting"
+until its examples are cached), and stops it at the end. The app's output goes to
+tests/artifacts/app.log, whose tail is shown if it fails to start.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+EXAMPLES = ROOT / "examples"
+STARTUP_TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory) -> str:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {
+        **os.environ,
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        # The checkpoints bundled in the repository serve; the Hub fallback has its own tests.
+        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio_tmp")),
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("SHARE", None)
+    log_path = ARTIFACTS / "app.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"app.py exited with code {proc.returncode} during start-up:\n{_log_tail(log_path)}")
+            try:
+                if httpx.get(f"{url}/api/v1/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"app.py did not answer /api/v1/health within {STARTUP_TIMEOUT_S} s:\n{_log_tail(log_path)}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+def _manifest(task: str) -> list[dict[str, str]]:
+    manifests = sorted((EXAMPLES / task).glob("*.csv"))
+    if not manifests:
+        return []
+    with manifests[0].open(newline="") as f:
+        return [row for row in csv.DictReader(f) if (EXAMPLES / task / row["image"]).is_file()]
+
+
+@pytest.fixture(scope="session")
+def example_images() -> dict[str, list[tuple[Path, dict[str, str]]]]:
+    """task -> [(image path, manifest row)] for the example images present; skips when there are none.
+
+    The images are not in git: `python scripts/fetch_examples.py` (run by scripts/setup.sh) puts them in place.
+    """
+    found = {task: [(EXAMPLES / task / row["image"], row) for row in _manifest(task)]
+             for task in ("collectibles", "car")}
+    if not all(found.values()):
+        pytest.skip("example images absent: run `python scripts/fetch_examples.py` first")
+    return found

@@ -1,0 +1,415 @@
+"""The real app on a free local port: gradio_client endpoints, REST routes, batch, one browser run.
+
+Model outputs are not assumed (checkpoints get retrained); what is checked is the contract: shapes,
+probabilities that sum to 1, the same answer through every door, clear 4xx errors for bad input
+and acceptance of odd-but-valid images.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import shutil
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from bad_inputs import REJECTIONS, bad_inputs, odd_inputs, oversize_bytes
+from inference.images import MAX_FILE_BYTES
+from inference.predictor import HeadPrediction, Prediction
+from inference.tasks import SAFETY_LEVELS, get_task
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CAR, COLLECTIBLES = get_task("car"), get_task("collectibles")
+BAD = bad_inputs()
+
+
+# --------------------------------------------------------------------------------------------
+# Fixtures and helpers
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def client(app_url) -> Client:
+    return Client(app_url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def car_image(example_images) -> Path:
+    return example_images["car"][0][0]
+
+
+@pytest.fixture(scope="module")
+def collectible_image(example_images) -> Path:
+    return example_images["collectibles"][0][0]
+
+
+def rest_post(app_url: str, task: str, content: bytes, filename: str = "photo.jpg", params=None) -> httpx.Response:
+    return httpx.post(f"{app_url}/api/v1/{task}/predict", params=params, timeout=60,
+                      files={"image": (filename, content, "application/octet-stream")})
+
+
+def check_head(head: dict, labels: tuple[str, ...]) -> None:
+    assert set(head) == {"label", "confidence", "probabilities"}
+    probs = head["probabilities"]
+    assert list(probs) == list(labels)
+    assert all(0.0 <= p <= 1.0 for p in probs.values())
+    assert math.isclose(sum(probs.values()), 1.0, abs_tol=1e-4)
+    assert head["label"] == max(probs, key=probs.get)
+    assert head["confidence"] == pytest.approx(probs[head["label"]], abs=1e-6)
+
+
+def check_domain(payload: dict, task) -> None:
+    assert isinstance(payload["in_domain"], bool)
+    assert payload["ood_score"] is None or isinstance(payload["ood_score"], float)
+    if payload["in_domain"]:
+        assert "message" not in payload
+    else:
+        assert payload["message"] == task.ood_message
+
+
+def check_collectible(payload: dict) -> None:
+    assert {"label", "confidence", "probabilities", "in_domain", "ood_score"} <= set(payload)
+    check_head({k: payload[k] for k in ("label", "confidence", "probabilities")}, COLLECTIBLES.heads["category"])
+    check_domain(payload, COLLECTIBLES)
+
+
+def check_car(payload: dict) -> None:
+    assert {"cleanliness", "damage", "in_domain", "ood_score"} <= set(payload)
+    for head, labels in CAR.heads.items():
+        check_head(payload[head], labels)
+    check_domain(payload, CAR)
+
+
+def check_overlay(path: str) -> None:
+    with Image.open(path) as im:
+        im.load()
+        assert im.mode in ("RGB", "RGBA")
+        assert 32 <= max(im.size) <= 512
+
+
+# --------------------------------------------------------------------------------------------
+# Health and the gradio_client API
+# --------------------------------------------------------------------------------------------
+
+def test_health_names_the_serving_checkpoints(app_url):
+    body = httpx.get(f"{app_url}/api/v1/health", timeout=10).json()
+    assert body["status"] == "ok"
+    assert set(body["models"]) == {"collectibles", "car"}
+    assert "revision" in body["models"]["car"] and "revision" in body["models"]["collectibles"]
+
+
+def test_client_api_lists_the_named_endpoints(client):
+    named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/classify_collectible", "/classify_collectible_explained", "/assess_car",
+            "/assess_car_explained", "/batch_predict"} <= named
+
+
+def test_classify_collectible(client, app_url, example_images):
+    for path, _ in example_images["collectibles"][:3]:
+        payload = client.predict(handle_file(str(path)), api_name="/classify_collectible")
+        check_collectible(payload)
+        # The same answer through REST (same model, same decoding).
+        rest = rest_post(app_url, "collectibles", path.read_bytes(), path.name).json()
+        assert rest["label"] == payload["label"]
+        for label, p in payload["probabilities"].items():
+            assert rest["probabilities"][label] == pytest.approx(p, abs=1e-4)
+
+
+def test_assess_car(client, example_images):
+    for path, _ in example_images["car"][:3]:
+        check_car(client.predict(handle_file(str(path)), api_name="/assess_car"))
+
+
+def test_classify_collectible_explained(client, collectible_image):
+    plain = client.predict(handle_file(str(collectible_image)), api_name="/classify_collectible")
+    payload, overlay = client.predict(handle_file(str(collectible_image)), api_name="/classify_collectible_explained")
+    check_collectible(payload)
+    assert payload["label"] == plain["label"]
+    check_overlay(overlay)
+
+
+def test_assess_car_explained(client, car_image):
+    payload, cleanliness_cam, damage_cam = client.predict(handle_file(str(car_image)), api_name="/assess_car_explained")
+    check_car(payload)
+    check_overlay(cleanliness_cam)
+    check_overlay(damage_cam)
+    assert Path(cleanliness_cam).read_bytes() != Path(damage_cam).read_bytes()   # one map per head
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_client_bad_input_gets_the_clear_message(client, tmp_path, name):
+    data, filename = BAD[name]
+    path = tmp_path / f"{name}{Path(filename).suffix}"   # a plain name: the client uploads it as is
+    path.write_bytes(data)
+    with pytest.raises(Exception) as info:
+        client.predict(handle_file(str(path)), api_name="/assess_car")
+    assert REJECTIONS[name][1] in str(info.value)
+
+
+def test_client_oversize_upload_is_refused(client, tmp_path):
+    big = tmp_path / "big.jpg"
+    big.write_bytes(oversize_bytes(MAX_FILE_BYTES))
+    with pytest.raises(Exception) as info:
+        client.predict(handle_file(str(big)), api_name="/assess_car")
+    assert f"maximum file size of {MAX_FILE_BYTES} bytes" in str(info.value)   # launch(max_file_size=...)
+    # The server enforces it too, not only the client.
+    r = httpx.post(f"{client.src.rstrip('/')}/gradio_api/upload", timeout=60,
+                   files={"files": ("big.jpg", big.read_bytes(), "image/jpeg")})
+    assert r.status_code == 413, r.text
+
+
+# --------------------------------------------------------------------------------------------
+# REST
+# --------------------------------------------------------------------------------------------
+
+def check_rest_car(body: dict) -> None:
+    """The seed REST format: labels at the top, confidences per head, plus probabilities and in_domain."""
+    assert body["cleanliness"] in CAR.heads["cleanliness"]
+    assert body["damage"] in CAR.heads["damage"]
+    assert set(body["confidence"]) == {"cleanliness", "damage"}
+    for head in CAR.heads:
+        check_head({"label": body[head], "confidence": body["confidence"][head],
+                    "probabilities": body["probabilities"][head]}, CAR.heads[head])
+    check_domain(body, CAR)
+
+
+def test_rest_car_default_format(app_url, car_image):
+    r = rest_post(app_url, "car", car_image.read_bytes(), car_image.name)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    check_rest_car(r.json())
+
+
+def test_rest_car_mobile_format(app_url, car_image):
+    r = rest_post(app_url, "car", car_image.read_bytes(), car_image.name, params={"format": "mobile"})
+    assert r.status_code == 200, r.text
+    condition = r.json()["car_condition"]
+    clean, damage = condition["cleanliness"], condition["damage"]
+    assert clean["status"] in CAR.heads["cleanliness"]
+    assert clean["display_message"] == CAR.messages["cleanliness"][clean["status"]]
+    assert 0.0 <= clean["confidence"] <= 1.0
+    assert damage["status"] in CAR.heads["damage"]
+    assert damage["safety_level"] in {"high", "low"}
+    assert damage["safety_level"] == SAFETY_LEVELS[damage["status"]]
+
+
+def test_rest_collectibles(app_url, collectible_image):
+    r = rest_post(app_url, "collectibles", collectible_image.read_bytes(), collectible_image.name)
+    assert r.status_code == 200, r.text
+    check_collectible(r.json())
+
+
+@pytest.mark.parametrize("task", ["car", "collectibles"])
+def test_rest_rejects_every_bad_input_with_4xx_json(app_url, task):
+    for name, (data, filename) in BAD.items():
+        r = rest_post(app_url, task, data, filename)
+        status, message = REJECTIONS[name]
+        assert r.status_code == status, f"{name}: {r.status_code} {r.text}"
+        assert r.headers["content-type"].startswith("application/json"), name
+        assert message in r.json()["error"], f"{name}: {r.json()}"
+
+
+def test_rest_accepts_odd_images_and_later_predictions_do_not_change(app_url, car_image):
+    first = rest_post(app_url, "car", car_image.read_bytes(), car_image.name).json()
+    with Image.open(car_image) as im:
+        base = im.convert("RGB")
+        base.thumbnail((160, 160))
+    for name, (data, filename) in odd_inputs(base).items():
+        r = rest_post(app_url, "car", data, filename)
+        assert r.status_code == 200, f"{name}: {r.status_code} {r.text}"
+        check_rest_car(r.json())
+    for data, filename in BAD.values():   # bad uploads in between must not disturb anything either
+        rest_post(app_url, "car", data, filename)
+    again = rest_post(app_url, "car", car_image.read_bytes(), car_image.name).json()
+    for head in CAR.heads:
+        for label, p in first["probabilities"][head].items():
+            assert again["probabilities"][head][label] == pytest.approx(p, abs=1e-6)
+
+
+def test_rest_missing_field_and_wrong_requests(app_url, car_image):
+    url = f"{app_url}/api/v1/car/predict"
+    r = httpx.post(url, files={"photo": ("a.jpg", car_image.read_bytes(), "image/jpeg")}, timeout=30)
+    assert r.status_code == 422 and "image" in r.json()["error"]
+    r = httpx.post(url, data={"image": "not a file"}, files={"other": ("x.txt", b"x", "text/plain")}, timeout=30)
+    assert r.status_code == 422 and "error" in r.json()
+    r = httpx.post(url, content=car_image.read_bytes(), headers={"content-type": "image/jpeg"}, timeout=30)
+    assert r.status_code == 415 and "multipart" in r.json()["error"]
+    r = httpx.post(url, timeout=30)
+    assert 400 <= r.status_code < 500 and "error" in r.json()
+    r = rest_post(app_url, "car", car_image.read_bytes(), params={"format": "xml"})
+    assert r.status_code == 400 and "format" in r.json()["error"]
+    r = rest_post(app_url, "collectibles", car_image.read_bytes(), params={"format": "mobile"})
+    assert r.status_code == 400
+
+
+def test_rest_oversize_upload_is_413(app_url):
+    # Just over the limit: the body fits the multipart allowance, the file does not.
+    r = rest_post(app_url, "car", oversize_bytes(MAX_FILE_BYTES), "big.jpg")
+    assert r.status_code == 413 and "too large" in r.json()["error"]
+    # Far over: refused from Content-Length / while streaming, without buffering it.
+    r = rest_post(app_url, "car", oversize_bytes(2 * MAX_FILE_BYTES), "huge.jpg")
+    assert r.status_code == 413 and "too large" in r.json()["error"]
+
+    def chunked():   # no Content-Length: the limit applies while reading
+        yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="x.jpg"\r\n\r\n'
+        for _ in range(MAX_FILE_BYTES // (1 << 20) + 4):
+            yield b"\xff" * (1 << 20)
+        yield b"\r\n--b--\r\n"
+    r = httpx.post(f"{app_url}/api/v1/car/predict", content=chunked(), timeout=60,
+                   headers={"content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413 and "too large" in r.json()["error"]
+
+
+# --------------------------------------------------------------------------------------------
+# Batch
+# --------------------------------------------------------------------------------------------
+
+def make_zip(paths: list[Path]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for p in paths:
+            zf.write(p, f"photos/{p.name}")
+        zf.writestr("photos/notes.txt", "not a photo\n")
+        zf.writestr("__MACOSX/photos/._x.jpg", b"\x00\x05\x16\x07")
+    return buffer.getvalue()
+
+
+def test_batch_module_zip_rows_and_csv(example_images):
+    from inference.batch import columns, predict_files, rows_to_csv
+
+    paths = [p for p, _ in example_images["car"][:3]]
+    rows = predict_files("car", [("fleet.zip", make_zip(paths))])
+    assert len(rows) == 4
+    good = [r for r in rows if not r["error"]]
+    bad = [r for r in rows if r["error"]]
+    assert [r["file"] for r in good] == [f"fleet.zip/photos/{p.name}" for p in paths]
+    for r in good:
+        assert r["cleanliness"] in CAR.heads["cleanliness"] and r["damage"] in CAR.heads["damage"]
+        assert 0.0 < r["cleanliness_confidence"] <= 1.0
+    assert len(bad) == 1 and bad[0]["file"].endswith("notes.txt") and bad[0]["cleanliness"] == ""
+    parsed = list(csv.DictReader(io.StringIO(rows_to_csv(rows, columns("car")))))
+    assert len(parsed) == 4 and list(parsed[0]) == columns("car")
+    # A bad loose file is a row too, and spreadsheet formulas in names are neutralised.
+    rows = predict_files("car", [("=cmd.jpg", BAD["text_as_jpg"][0]), ("ok.jpg", paths[0].read_bytes())])
+    assert rows[0]["error"].startswith("The file is not an image") and rows[1]["error"] == ""
+    assert "'=cmd.jpg" in rows_to_csv(rows)
+
+
+def test_batch_endpoint(client, example_images, tmp_path):
+    paths = [p for p, _ in example_images["collectibles"][:3]]
+    archive = tmp_path / "shelf.zip"
+    archive.write_bytes(make_zip(paths))
+    loose = tmp_path / "coin.jpg"
+    shutil.copy(paths[0], loose)
+    table, csv_path = client.predict("collectibles", [handle_file(str(archive)), handle_file(str(loose))],
+                                     api_name="/batch_predict")
+    headers, data = table["headers"], table["data"]
+    assert headers[:3] == ["file", "category", "category_confidence"] and headers[-1] == "error"
+    assert len(data) == 5
+    errors = [row for row in data if row[-1]]
+    assert len(errors) == 1 and errors[0][0].endswith("notes.txt")
+    assert all(row[1] in COLLECTIBLES.heads["category"] for row in data if not row[-1])
+    with open(csv_path, newline="") as f:
+        assert len(list(csv.DictReader(f))) == 5
+
+
+# --------------------------------------------------------------------------------------------
+# UI helpers (out-of-domain wording) and one browser run
+# --------------------------------------------------------------------------------------------
+
+def test_ui_says_out_of_domain_instead_of_answering():
+    import app
+
+    heads = {"cleanliness": HeadPrediction("very_dirty", 0.9, {"clean": 0.05, "slightly_dirty": 0.05, "very_dirty": 0.9}),
+             "damage": HeadPrediction("damaged", 0.8, {"intact": 0.2, "damaged": 0.8})}
+    outside = Prediction("car", heads, in_domain=False, ood_score=42.0)
+    assert CAR.ood_message in app.car_summary(outside)
+    assert CAR.ood_message in app.ood_notice(outside)
+    assert "best guess" in app.label_component(outside, "damage", "Damage").label
+    inside = Prediction("car", heads, in_domain=True, ood_score=1.0)
+    summary = app.car_summary(inside)
+    assert "Time for a car wash" in summary and "Safety warning" in summary
+    assert app.ood_notice(inside) == ""
+
+
+def test_startup_refuses_a_bad_checkpoint_with_a_clear_message(monkeypatch, capsys):
+    import app
+    from inference.model import CheckpointError
+
+    def broken(task):
+        raise CheckpointError(f"checkpoints/{task}/model.safetensors: weights do not fit config.json")
+    monkeypatch.setattr(app, "load_model", broken)
+    with pytest.raises(SystemExit) as info:
+        app.preload_models()
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot load the 'collectibles' model" in err and "model.safetensors" in err and "Traceback" not in err
+
+
+def test_share_flag_and_env(monkeypatch):
+    import app
+
+    monkeypatch.delenv("SHARE", raising=False)
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
+    args = app.parse_args([])
+    assert (args.share, args.port) == (False, 7999)
+    assert app.parse_args(["--share"]).share
+    monkeypatch.setenv("SHARE", "1")
+    assert app.parse_args([]).share
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium not installed at /usr/bin/chromium "
+                    "(apt-get install chromium; scripts/run_tests.sh does it)")
+def test_browser_upload_in_each_tab(app_url, collectible_image, car_image):
+    from playwright.sync_api import expect, sync_playwright
+
+    # What the model says for these photos (same model behind the UI): the UI must show it.
+    expected_category = rest_post(app_url, "collectibles", collectible_image.read_bytes()).json()["label"]
+    car = rest_post(app_url, "car", car_image.read_bytes()).json()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    def idle(page):   # no event still running anywhere on the page
+        page.wait_for_function("() => !document.body.innerText.includes('processing |')", timeout=90_000)
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1300})
+            page.goto(app_url, wait_until="domcontentloaded")
+
+            page.locator("#collectibles-image input[type=file]").set_input_files(str(collectible_image))
+            expect(page.locator("#collectibles-cam img")).to_be_visible(timeout=90_000)
+            idle(page)
+            expect(page.locator("#collectibles-label")).to_contain_text(expected_category)
+            page.screenshot(path=str(ARTIFACTS / "ui_collectibles.png"), full_page=True)
+
+            page.get_by_role("tab", name="Car condition").click()
+            page.locator("#car-image input[type=file]").set_input_files(str(car_image))
+            for head in CAR.head_names:
+                expect(page.locator(f"#car-cam-{head} img")).to_be_visible(timeout=90_000)
+            idle(page)
+            expect(page.locator("#car-cleanliness")).to_contain_text(car["cleanliness"])
+            expect(page.locator("#car-damage")).to_contain_text(car["damage"])
+            expect(page.locator("#car-summary")).to_contain_text(CAR.messages["cleanliness"][car["cleanliness"]])
+            page.screenshot(path=str(ARTIFACTS / "ui_car.png"), full_page=True)
+
+            # A bad file gets the clear message in the page, not a traceback.
+            bad = ARTIFACTS / "not_a_photo.jpg"
+            bad.write_bytes(BAD["text_as_jpg"][0])
+            page.locator("#car-image input[type=file]").set_input_files(str(bad))
+            expect(page.get_by_text(REJECTIONS["text_as_jpg"][1]).first).to_be_visible(timeout=60_000)
+            assert "Traceback" not in page.content()
+            page.wait_for_timeout(1000)   # let the error toast finish its entry animation
+            page.screenshot(path=str(ARTIFACTS / "ui_bad_input.png"))   # viewport: keeps the error toast
+        finally:
+            browser.close()

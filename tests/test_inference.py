@@ -1,0 +1,232 @@
+"""The inference package on the real bundled checkpoints and real example photos."""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference.hub import CheckpointSource, resolve_checkpoint
+from inference.model import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_checkpoint
+from inference.predictor import Predictor, load_model, predict
+from inference.tasks import TASKS, get_task
+from training.ood_sets import generated_photos
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def example_rows(task: str) -> list[dict]:
+    manifest = next((EXAMPLES / task).glob("*.csv"))
+    with manifest.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if (EXAMPLES / task / r["image"]).is_file()]
+    if not rows:
+        pytest.skip(f"no example images in {EXAMPLES / task} (run scripts/fetch_examples.py)")
+    return rows
+
+
+def expected_labels(task: str, row: dict) -> dict[str, str]:
+    spec = get_task(task)
+    if len(spec.heads) == 1:
+        return {spec.head_names[0]: row["label"]}
+    return {h: row[h] for h in spec.heads if row.get(h)}
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_examples_get_their_labels(task):
+    predictor = load_model(task)
+    for row in example_rows(task):
+        prediction = predictor.predict(EXAMPLES / task / row["image"])
+        assert prediction.in_domain, f"{row['image']} rejected as out of domain ({prediction.ood_score})"
+        for head, label in expected_labels(task, row).items():
+            got = prediction.heads[head]
+            assert got.label == label, f"{row['image']}: {head} {got.label} ({got.confidence:.2f}), expected {label}"
+            assert abs(sum(got.probabilities.values()) - 1) < 1e-4
+            assert got.confidence == max(got.probabilities.values())
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_batch_matches_single_predictions(task):
+    predictor = load_model(task)
+    paths = [EXAMPLES / task / r["image"] for r in example_rows(task)]
+    batch = predictor.predict_batch(paths)
+    for path, together in zip(paths, batch):
+        alone = predictor.predict(path)
+        for head in alone.heads:
+            a, b = alone.heads[head].probabilities, together.heads[head].probabilities
+            assert max(abs(a[k] - b[k]) for k in a) < 1e-4
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_onnx_matches_torch_on_real_images(task):
+    folder = get_task(task).bundled_dir
+    source = CheckpointSource(folder, "local", str(folder), "test")
+    torch_p, onnx_p = Predictor(source, backend="torch"), Predictor(source, backend="onnx")
+    assert onnx_p.backend == "onnx"
+    paths = [EXAMPLES / task / r["image"] for r in example_rows(task)]
+    for a, b in zip(torch_p.predict_batch(paths), onnx_p.predict_batch(paths)):
+        for head in a.heads:
+            pa, pb = a.heads[head].probabilities, b.heads[head].probabilities
+            assert max(abs(pa[k] - pb[k]) for k in pa) <= 1e-3
+        assert a.in_domain == b.in_domain
+
+
+def test_photos_of_the_other_task_and_generated_pictures_are_out_of_domain():
+    for task, other in (("collectibles", "car"), ("car", "collectibles")):
+        predictor = load_model(task)
+        other_photos = [EXAMPLES / other / r["image"] for r in example_rows(other)]
+        results = predictor.predict_batch(other_photos)
+        rejected = sum(not r.in_domain for r in results)
+        assert rejected >= len(results) - 1, f"{task}: only {rejected}/{len(results)} {other} photos rejected"
+        blank, noise = generated_photos()[0], generated_photos()[4]
+        for picture in (blank, noise):
+            assert not predictor.predict(picture).in_domain
+
+
+def test_predict_accepts_pil_numpy_and_path():
+    row = example_rows("collectibles")[0]
+    path = EXAMPLES / "collectibles" / row["image"]
+    image = Image.open(path)
+    by_path = predict("collectibles", path)
+    by_pil = predict("collectibles", image)
+    by_array = predict("collectibles", np.asarray(image.convert("RGB")))
+    assert by_path.heads == by_pil.heads == by_array.heads
+
+
+def test_explain_overlay_per_head_and_thread_safe():
+    from inference.explain import explain
+    row = example_rows("car")[0]
+    path = EXAMPLES / "car" / row["image"]
+    overlays = {h: np.asarray(explain("car", path, h), np.float32) for h in get_task("car").heads}
+    a, b = overlays.values()
+    assert a.shape == b.shape and a.shape[2] == 3 and max(a.shape[:2]) <= 512
+    assert np.abs(a - b).mean() > 1.0, "the two heads should look at the photo differently"
+    results: list[np.ndarray] = []
+    threads = [threading.Thread(target=lambda: results.append(np.asarray(explain("car", path, "damage"), np.float32)))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4
+    for r in results:
+        assert np.abs(r - overlays["damage"]).max() <= 2.0
+
+
+# --- where the checkpoint comes from -------------------------------------------------------
+
+def run_resolver(env: dict[str, str], code: str) -> tuple[str, float]:
+    """huggingface_hub reads its settings at import: resolve in a fresh process."""
+    start = time.time()
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip(), time.time() - start
+
+
+RESOLVE = ("from inference.hub import resolve_checkpoint; s = resolve_checkpoint('car'{extra}); "
+           "print(s.origin, s.revision, s.folder)")
+
+
+def fill_hf_cache(cache: Path, repo_id: str, commit: str, folder: Path) -> Path:
+    """The layout huggingface_hub itself writes: blobs, a snapshot per commit, refs/main."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for f in folder.iterdir():
+        if f.is_file() and not f.name.startswith("."):
+            blob = repo / "blobs" / f"{abs(hash(f.name)):x}"
+            shutil.copyfile(f, blob)
+            (snapshot / f.name).symlink_to(os.path.relpath(blob, snapshot))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def test_prefilled_hf_cache_is_used_offline(tmp_path):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    fill_hf_cache(tmp_path, get_task("car").hub_repo, commit, get_task("car").bundled_dir)
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path)}
+    out, _ = run_resolver(env, RESOLVE.format(extra=""))
+    origin, revision, folder = out.split(maxsplit=2)
+    assert (origin, revision) == ("hf-cache", commit)
+    assert Path(folder).is_relative_to(tmp_path)
+    out, _ = run_resolver(env, RESOLVE.format(extra=f", revision='{commit}'"))
+    assert out.split()[1] == commit
+    # The snapshot loads through the real strict loader.
+    model, config = load_checkpoint(Path(folder))
+    assert config.task == "car"
+
+
+def test_empty_cache_offline_falls_back_to_bundled(tmp_path):
+    out, elapsed = run_resolver({"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path)}, RESOLVE.format(extra=""))
+    assert out.split()[0] == "bundled"
+
+
+def test_unreachable_and_silent_hub_fall_back_within_the_timeout(tmp_path):
+    # A port nobody listens on (refused) and a server that accepts but never answers (slow Hub).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        for port in (closed_port, silent.getsockname()[1]):
+            env = {"HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_CACHE": str(tmp_path),
+                   "HUB_TIMEOUT": "2", "HF_HUB_OFFLINE": "0"}
+            out, elapsed = run_resolver(env, RESOLVE.format(extra=""))
+            assert out.split()[0] == "bundled"
+            assert elapsed < 30, f"fallback took {elapsed:.0f} s"
+    finally:
+        silent.close()
+
+
+# --- a checkpoint that is corrupt or disagrees with its config ----------------------------------
+
+@pytest.fixture
+def car_copy(tmp_path) -> Path:
+    folder = tmp_path / "car"
+    shutil.copytree(get_task("car").bundled_dir, folder)
+    return folder
+
+
+def test_truncated_weights_name_the_file(car_copy):
+    weights = car_copy / WEIGHTS_NAME
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=str(weights)):
+        load_checkpoint(car_copy)
+
+
+def test_config_labels_that_disagree_with_the_task_are_refused(car_copy):
+    config = car_copy / CONFIG_NAME
+    config.write_text(config.read_text().replace('"slightly_dirty"', '"muddy"'))
+    with pytest.raises(CheckpointError, match="do not match task"):
+        load_checkpoint(car_copy)
+
+
+def test_weights_of_another_shape_are_refused(car_copy):
+    other = get_task("collectibles").bundled_dir / WEIGHTS_NAME
+    shutil.copyfile(other, car_copy / WEIGHTS_NAME)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(car_copy)
+
+
+def test_checkpoint_for_another_task_is_refused(car_copy):
+    with pytest.raises(CheckpointError, match="not 'collectibles'"):
+        load_checkpoint(car_copy, task="collectibles")
+
+
+def test_missing_folder_names_it(tmp_path):
+    with pytest.raises(CheckpointError, match="missing"):
+        load_checkpoint(tmp_path / "nowhere")
