@@ -19,6 +19,12 @@ from training.report import (expected_calibration_error, fit_temperature, group_
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+def sample_labels(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
+    """One label per row drawn from that row's categorical distribution."""
+    u = rng.uniform(size=(len(probs), 1))
+    return np.minimum((probs.cumsum(axis=1) < u).sum(axis=1), probs.shape[1] - 1)
+
+
 def one_hot_probs(pred: list[int], n_classes: int) -> np.ndarray:
     p = np.full((len(pred), n_classes), 0.1 / max(n_classes - 1, 1))
     p[np.arange(len(pred)), pred] = 0.9
@@ -117,7 +123,7 @@ def test_fit_temperature_recovers_known_temperature():
     t_true = 2.5
     logits = rng.normal(0, 4.0, size=(4000, 4))
     p = report.softmax(logits, t_true)
-    y = np.array([rng.choice(4, p=row) for row in p])
+    y = sample_labels(rng, p)
     t = fit_temperature(logits, y)
     assert abs(t - t_true) < 0.3
     assert expected_calibration_error(report.softmax(logits, t), y) < expected_calibration_error(
@@ -130,7 +136,7 @@ def test_fit_temperature_recovers_known_temperature():
 def test_calibration_summary_block():
     rng = np.random.default_rng(2)
     logits = rng.normal(0, 6, size=(1500, 3))
-    y = np.array([rng.choice(3, p=row) for row in report.softmax(logits, 3.0)])
+    y = sample_labels(rng, report.softmax(logits, 3.0))
     block = report.calibration_summary({"h": logits}, {"h": y})
     assert set(block["h"]) == {"temperature", "ece_before", "ece_after", "n"}
     assert block["h"]["ece_after"] < block["h"]["ece_before"]
@@ -356,3 +362,18 @@ def test_evaluate_clear_errors(car_eval_setup, tmp_path, capsys):
     # a collectibles checkpoint is not a car checkpoint
     assert main(["--task", "collectibles", "--data", str(data), "--weights", str(ckpt), "--json"]) == 2
     assert capsys.readouterr().out == ""
+
+
+def test_evaluate_set_without_some_classes(car_eval_setup, tmp_path, capsys):
+    """A small evaluation set need not hold every class (here no slightly_dirty and no damaged)."""
+    from training.evaluate import main
+    data, ckpt = car_eval_setup
+    lines = ["image,cleanliness,damage,source",
+             f"{data / 'images' / '0.jpg'},clean,intact,a", f"{data / 'images' / '2.jpg'},very_dirty,intact,b"]
+    (tmp_path / "few.csv").write_text("\n".join(lines) + "\n")
+    assert main(["--task", "car", "--data", str(tmp_path / "few.csv"), "--weights", str(ckpt), "--json",
+                 "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n_images"] == 2
+    assert result["heads"]["damage"]["per_class"]["damaged"]["support"] == 0
+    assert result["heads"]["cleanliness"]["confusion_matrix"][1] == [0, 0, 0]

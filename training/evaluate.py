@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,6 +36,16 @@ from training.data import DataError, load_dataset, load_label_map
 from training.report import group_accuracy, summarize
 
 EXIT_ERROR = 2
+
+
+class _DropSkipListing(logging.Filter):
+    """training.data logs the first skipped files; this CLI lists them all itself, once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("skipped %d image")
+
+
+_SKIP_FILTER = _DropSkipListing()
 
 
 def group_keys(samples: Sequence[Any], column: str) -> list[str]:
@@ -181,9 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return EXIT_ERROR
 
+    logging.getLogger("training.data").addFilter(_SKIP_FILTER)   # idempotent
     try:
         label_map = load_label_map(args.label_map) if args.label_map else None
-        dataset = load_dataset(spec, args.data, label_map=label_map, min_per_class=1, check_images=True)
+        # min_per_class=0: an evaluation set may lack a class (only coins, only damaged cars).
+        dataset = load_dataset(spec, args.data, label_map=label_map, min_per_class=0, check_images=True)
     except DataError as err:
         return fail(str(err))
     except OSError as err:

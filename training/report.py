@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from inference.tasks import TaskSpec, get_task
@@ -303,6 +304,7 @@ def plot_history(history: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Pa
         if any(row.get(key) is not None for row in history):
             ax.plot(epochs, _none_to_nan(row.get(key) for row in history), style, ms=3, label=name)
     ax.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
     paths = [_save(fig, out_dir / "loss.png")]
@@ -327,6 +329,7 @@ def plot_history(history: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Pa
     if len(heads) > 1 and any(v is not None for v in combined):
         ax.plot(epochs, _none_to_nan(combined), "-", color="black", lw=2, label="combined val")
     ax.set(xlabel="epoch", ylabel="accuracy", title="Accuracy per head")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)

@@ -1,0 +1,83 @@
+"""Screenshots of the running app for the README, made with pictures this script draws itself
+(the example photos are third-party and must not end up in the repository).
+
+    .venv/bin/python scripts/make_screenshots.py --url http://127.0.0.1:7860 --out docs
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from training.augment import make_background  # noqa: E402
+
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def drawn_coins(size: tuple[int, int] = (480, 360)) -> Image.Image:
+    """A few metallic discs with a rim and a relief, lying on a generated wooden table."""
+    rng = np.random.default_rng(7)
+    picture = make_background(rng, size, "wood").convert("RGB")
+    draw = ImageDraw.Draw(picture)
+    for (cx, cy, r, tone) in ((150, 170, 95, (205, 170, 90)), (330, 150, 75, (190, 190, 195)),
+                              (320, 280, 55, (185, 120, 70))):
+        shadow = Image.new("L", size, 0)
+        ImageDraw.Draw(shadow).ellipse((cx - r + 8, cy - r + 10, cx + r + 8, cy + r + 10), fill=120)
+        picture.paste((30, 20, 10), mask=shadow.filter(ImageFilter.GaussianBlur(8)))
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=tone, outline=tuple(int(c * 0.7) for c in tone), width=6)
+        inner = int(r * 0.78)
+        draw.ellipse((cx - inner, cy - inner, cx + inner, cy + inner), outline=tuple(int(c * 0.8) for c in tone), width=3)
+        draw.text((cx - 8, cy - 10), str(int(rng.integers(1, 50))), fill=tuple(int(c * 0.6) for c in tone))
+    return picture
+
+
+def landscape(size: tuple[int, int] = (480, 320)) -> Image.Image:
+    """A drawn landscape: not a car, so the car tab says so."""
+    w, h = size
+    y = np.arange(h)[:, None] * np.ones((1, w))
+    sky = np.stack([110 + 0.4 * y, 160 + 0.3 * y, 230 - 0.1 * y], -1)
+    hills = h * (0.55 + 0.08 * np.sin(np.arange(w) / 45.0))
+    grass = np.stack([50 + 0 * y, 130 + 0 * y, 50 + 0 * y], -1)
+    return Image.fromarray(np.uint8(np.where((y > hills)[..., None], grass, sky)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from playwright.sync_api import expect, sync_playwright
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", default="http://127.0.0.1:7860")
+    p.add_argument("--out", type=Path, default=ROOT / "docs")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        coins, field = Path(tmp) / "coins.png", Path(tmp) / "landscape.png"
+        drawn_coins().save(coins)
+        landscape().save(field)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.goto(args.url, wait_until="domcontentloaded")
+            page.locator("#collectibles-image input[type=file]").set_input_files(str(coins))
+            expect(page.locator("#collectibles-cam img")).to_be_visible(timeout=90_000)
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(args.out / "screenshot_collectibles.png"))
+            page.get_by_role("tab", name="Car condition").click()
+            page.locator("#car-image input[type=file]").set_input_files(str(field))
+            expect(page.locator("#car-cam-damage img")).to_be_visible(timeout=90_000)
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(args.out / "screenshot_car.png"))
+            browser.close()
+    print(f"screenshots in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
