@@ -18,8 +18,7 @@ import torch
 
 from inference.hub import CheckpointSource, resolve_checkpoint
 from inference.images import load_image
-from inference.model import ONNX_NAME, OOD_NAME, CheckpointError, ModelConfig, MultiHeadModel, \
-    create_eval_transform, load_checkpoint
+from inference.model import ONNX_NAME, OOD_NAME, CheckpointError, create_eval_transform, load_checkpoint
 from inference.ood import MahalanobisDetector
 from inference.tasks import TaskSpec, get_task
 

@@ -1,7 +1,6 @@
 """Tests for the photo-realism augmentation (training/augment.py). Synthetic images only."""
 from __future__ import annotations
 
-import io
 import time
 
 import numpy as np

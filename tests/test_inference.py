@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.hub import CheckpointSource, resolve_checkpoint
+from inference.hub import CheckpointSource
 from inference.model import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_checkpoint
 from inference.predictor import Predictor, load_model, predict
 from inference.tasks import TASKS, get_task

@@ -78,6 +78,14 @@ def test_collectibles_smoke_run_writes_a_loadable_hub_folder_and_resumes(tmp_pat
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2]
 
+    # The report can be re-measured from the finished run without training again.
+    again = train("--task", "collectibles", "--data", str(data), "--out", str(out), "--epochs", "2", "--report-only")
+    assert again.returncode == 0, again.stderr[-3000:]
+    rewritten = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in rewritten["history"]] == [1, 2]
+    assert "--report-only" in rewritten["training"]["report_command"]
+    assert "--report-only" not in rewritten["training"]["command"]
+
     # The run folder serves predictions through the same code as the app.
     predictor = Predictor(CheckpointSource(out, "local", str(out), "test"))
     photo = next((data / "coins").iterdir())
@@ -145,3 +153,17 @@ def test_atomic_write_never_leaves_a_half_written_file(tmp_path):
         atomic_write(target, crash)
     assert target.read_bytes() == b"good"
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_evaluate_compares_plain_and_photo_like_conditions(tmp_path):
+    data = tiny_collectibles(tmp_path, per_class=3)
+    ev = subprocess.run([sys.executable, "-m", "training.evaluate", "--task", "collectibles", "--data", str(data),
+                         "--json", "--condition", "plain", "--condition", "photo_like", "--no-progress"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    report = json.loads(ev.stdout)
+    assert report["condition"] == "plain"
+    plain, photo = report["per_condition"]["plain"], report["per_condition"]["photo_like"]
+    assert plain["heads"]["category"]["n"] == photo["heads"]["category"]["n"] == 15
+    assert plain["heads"]["category"]["accuracy"] == report["heads"]["category"]["accuracy"]
+    assert set(photo["per_source"]) == set(report["per_source"])

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from inference.explain import blend, explainer_for
+from inference.explain import explainer_for
 from inference.model import create_eval_transform
 from inference.predictor import load_model
 from inference.tasks import TASKS, TaskSpec
@@ -26,6 +26,7 @@ OOD_ACCEPT_PERCENTILE = 98.5   # share of in-domain validation photos (scans and
 OTHER_TASK_PHOTOS = 300
 GRADCAM_SAMPLES = 40
 WORST_ERRORS = 8
+WORST_ERRORS_FIGURE = "worst_errors.png"
 
 
 def ood_classes(spec: TaskSpec, samples) -> np.ndarray:
@@ -110,12 +111,17 @@ def gradcam_and_worst_errors(spec, run_dir: Path, val, photo_seed: int, splits, 
     if masses:
         result["gradcam"] = {"object_mass_mean": round(float(np.mean(masses)), 4),
                              "object_area_mean": round(float(np.mean(areas)), 4), "n": len(masses), "head": head}
-    write_worst_errors(spec, val, views, explainer, probs_val, probs_photo, run_dir / "worst_errors.png")
+    result["worst_errors"] = write_worst_errors(spec, val, views, explainer, probs_val, probs_photo,
+                                                run_dir / WORST_ERRORS_FIGURE)
     return result
 
 
-def write_worst_errors(spec, val, views, explainer, probs_val, probs_photo, path: Path) -> None:
-    """The most confident mistakes (plain and photo-like validation) with their Grad-CAM."""
+def write_worst_errors(spec, val, views, explainer, probs_val, probs_photo, path: Path) -> list[dict]:
+    """The most confident mistakes (plain and photo-like validation), listed and drawn with Grad-CAM.
+
+    The figure shows training-data photos, which may be third-party: it stays in the run folder
+    and is neither bundled nor published (training.publish ignores it); the list goes in the card.
+    """
     errors = []
     for kind, probs in (("scan", probs_val), ("photo-like", probs_photo)):
         for h in spec.heads:
@@ -127,8 +133,12 @@ def write_worst_errors(spec, val, views, explainer, probs_val, probs_photo, path
                     errors.append((float(p.max()), kind, h, i))
     errors.sort(reverse=True)
     errors = errors[:WORST_ERRORS]
+    listed = [{"split": "val_photo" if kind == "photo-like" else "val", "head": h, "image": val[i].path.name,
+               "source": val[i].source, "true": val[i].labels[h],
+               "predicted": spec.heads[h][int((probs_photo if kind == "photo-like" else probs_val)[h][i].argmax())],
+               "confidence": round(conf, 4)} for conf, kind, h, i in errors]
     if not errors:
-        return
+        return listed
     fig, axes = plt.subplots(len(errors), 2, figsize=(6, 3 * len(errors)), squeeze=False)
     for row, (conf, kind, h, i) in zip(axes, errors):
         image = views.view(i)[0] if kind == "photo-like" else Image.open(val[i].path).convert("RGB")
@@ -143,3 +153,4 @@ def write_worst_errors(spec, val, views, explainer, probs_val, probs_photo, path
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+    return listed

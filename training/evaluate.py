@@ -1,7 +1,8 @@
 """Evaluate a checkpoint on a labelled data set (fixed interface, used by others).
 
     python -m training.evaluate --task {collectibles,car} --data DIR [--weights DIR] [--json]
-        [--group-by source|label:<head> ...] [--label-map FILE] [--batch-size 32]
+        [--group-by source|label:<head> ...] [--condition plain|photo_like ...] [--label-map FILE]
+        [--batch-size 32]
         [--backend auto|torch|onnx]
 
 Reads any format `training.data.load_dataset` knows (class folders, CSV manifest, Label Studio
@@ -23,19 +24,23 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from inference.hub import HUB_PREFIX
+from inference.images import load_image
 from inference.model import CheckpointError
 from inference.predictor import BACKENDS, BATCH_SIZE, load_model
 from inference.tasks import TASKS, TaskSpec, get_task
 from training.data import DataError, load_dataset, load_label_map
+from training.augment import photo_like_view
 from training.report import group_accuracy, summarize
 
 EXIT_ERROR = 2
+CONDITIONS = ("plain", "photo_like")
+PHOTO_LIKE_SEED = 20_000   # not a seed training uses for its own photo-like views
 
 
 class _DropSkipListing(logging.Filter):
@@ -58,8 +63,19 @@ def group_keys(samples: Sequence[Any], column: str) -> list[str]:
     raise ValueError(f"cannot group by {column!r}; use 'source' or 'label:<head>'")
 
 
+def condition_loader(condition: str, task: str) -> Callable[[Any, int], Any]:
+    """How a sample is shown to the model: as stored ("plain"), or re-staged as a phone photo
+    ("photo_like": training.augment.photo_like_view with a fixed seed per image)."""
+    if condition == "plain":
+        return lambda sample, i: str(sample.path)
+    if condition == "photo_like":
+        return lambda sample, i: photo_like_view(load_image(sample.path), task, seed=PHOTO_LIKE_SEED + i)[0]
+    raise ValueError(f"unknown condition {condition!r}; use one of {', '.join(CONDITIONS)}")
+
+
 def predict_samples(predictor, samples: Sequence[Any], batch_size: int = BATCH_SIZE,
-                    progress: bool = True) -> tuple[list[int], dict[str, np.ndarray], list[bool], list[tuple[Path, str]]]:
+                    progress: bool = True, condition: str = "plain"
+                    ) -> tuple[list[int], dict[str, np.ndarray], list[bool], list[tuple[Path, str]]]:
     """Run the predictor over the samples in chunks.
 
     Returns the indices of the samples that were predicted, probabilities per head (rows in that
@@ -67,6 +83,7 @@ def predict_samples(predictor, samples: Sequence[Any], batch_size: int = BATCH_S
     be read at prediction time (path, reason): a bad image costs that image only.
     """
     spec = predictor.spec
+    load = condition_loader(condition, spec.name)
     kept: list[int] = []
     rows: dict[str, list[list[float]]] = {h: [] for h in spec.heads}
     in_domain: list[bool] = []
@@ -79,19 +96,19 @@ def predict_samples(predictor, samples: Sequence[Any], batch_size: int = BATCH_S
             p = prediction.heads[head].probabilities
             rows[head].append([p[label] for label in labels])
 
-    bar = tqdm(total=len(samples), desc="evaluate", unit="img", file=sys.stderr, disable=not progress)
+    bar = tqdm(total=len(samples), desc=f"evaluate ({condition})", unit="img", file=sys.stderr, disable=not progress)
     with bar:
         for start in range(0, len(samples), batch_size):
             chunk = list(range(start, min(start + batch_size, len(samples))))
             try:
-                predictions = predictor.predict_batch([str(samples[i].path) for i in chunk])
+                predictions = predictor.predict_batch([load(samples[i], i) for i in chunk])
                 for i, prediction in zip(chunk, predictions):
                     add(i, prediction)
-            except (OSError, ValueError) as err:
+            except (OSError, ValueError):
                 # One unreadable image must not sink the batch: retry one by one.
                 for i in chunk:
                     try:
-                        add(i, predictor.predict_batch([str(samples[i].path)])[0])
+                        add(i, predictor.predict_batch([load(samples[i], i)])[0])
                     except (OSError, ValueError) as one_err:
                         failed.append((samples[i].path, f"{type(one_err).__name__}: {one_err}"))
             bar.update(len(chunk))
@@ -100,10 +117,10 @@ def predict_samples(predictor, samples: Sequence[Any], batch_size: int = BATCH_S
 
 
 def evaluate_samples(predictor, samples: Sequence[Any], batch_size: int = BATCH_SIZE,
-                     group_by: Sequence[str] = (), progress: bool = True) -> dict[str, Any]:
+                     group_by: Sequence[str] = (), progress: bool = True, condition: str = "plain") -> dict[str, Any]:
     """The evaluation result for already loaded samples (the dict printed by --json)."""
     spec: TaskSpec = predictor.spec
-    kept, probs, in_domain, failed = predict_samples(predictor, samples, batch_size, progress)
+    kept, probs, in_domain, failed = predict_samples(predictor, samples, batch_size, progress, condition)
     for path, reason in failed:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     used = [samples[i] for i in kept]
@@ -153,6 +170,9 @@ def format_table(result: dict[str, Any]) -> str:
             out.append(f"{group:<{width}}{g['n_images']:>8}{cells}")
         return out
 
+    for condition, c in (result.get("per_condition") or {}).items():
+        lines.append(f"condition {condition}: " + "   ".join(
+            f"{h} accuracy {f(m['accuracy'])} macro F1 {f(m['macro_f1'])}" for h, m in c["heads"].items()))
     lines += group_table("per source", result.get("per_source") or {})
     for column, table in (result.get("per_group") or {}).items():
         lines += group_table(f"by {column}", table)
@@ -173,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--condition", action="append", choices=CONDITIONS, default=[],
+                        help="how photos are shown: 'plain' (as stored, the default) and/or 'photo_like' "
+                             "(re-staged as phone photos); with several, 'per_condition' compares them "
+                             "and the main figures are the first one's")
     return parser
 
 
@@ -222,8 +246,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:   # e.g. no Hub access and no bundled copy
         return fail(f"cannot load the {spec.name} checkpoint: {err}")
 
-    result = evaluate_samples(predictor, dataset.samples, args.batch_size, args.group_by,
-                              progress=not args.no_progress)
+    conditions = list(dict.fromkeys(args.condition or ["plain"]))
+    results = {c: evaluate_samples(predictor, dataset.samples, args.batch_size, args.group_by,
+                                   progress=not args.no_progress, condition=c) for c in conditions}
+    result = results[conditions[0]]
+    result["condition"] = conditions[0]
+    if len(conditions) > 1:
+        result["per_condition"] = {c: {"n_images": r["n_images"], "in_domain_rate": r["in_domain_rate"],
+                                       "heads": {h: {k: m[k] for k in ("accuracy", "macro_f1", "n")}
+                                                 for h, m in r["heads"].items()},
+                                       "per_source": r["per_source"]} for c, r in results.items()}
     result["n_skipped"] += len(dataset.skipped)
     if not result["n_images"]:
         return fail("no image could be evaluated")

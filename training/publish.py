@@ -10,7 +10,9 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
-IGNORE = [".work/*", ".work/**", "*.tmp"]
+# Resume state and caches, and the worst-errors figure (it shows training photos, which may be
+# third-party: the card lists those errors by file name instead).
+IGNORE = [".work/*", ".work/**", "*.tmp", "worst_errors.png"]
 
 
 class PublishError(RuntimeError):

@@ -636,8 +636,7 @@ def _plots_section(spec: TaskSpec, out_dir: Path) -> list[str]:
             split = rest.removesuffix(f"_{head}") if head else rest
             split = {"photo": "photo-like validation"}.get(split, _split_title(split)).replace("_", " ")
             captions.append((path.name, f"Confusion matrix, {head} ({split})" if head else f"Confusion matrix ({split})"))
-    captions += [("reliability.png", "Reliability diagram before and after temperature scaling"),
-                 ("worst_errors.png", "Worst errors (most confident wrong answers) with Grad-CAM")]
+    captions += [("reliability.png", "Reliability diagram before and after temperature scaling")]
     present = [(name, cap) for name, cap in captions if (out_dir / name).is_file()]
     if not present:
         return []
@@ -645,6 +644,19 @@ def _plots_section(spec: TaskSpec, out_dir: Path) -> list[str]:
     for name, cap in present:
         out += [f"**{cap}**", "", f"![{cap}]({name})", ""]
     return out[:-1]
+
+
+def _worst_errors_section(metrics: Mapping[str, Any]) -> list[str]:
+    errors = metrics.get("worst_errors")
+    if not errors:
+        return []
+    rows = [[e["split"], e["head"], f"`{e['image']}`", e["source"], e["true"], e["predicted"], e["confidence"]]
+            for e in errors]
+    return ["## Worst errors", "",
+            "The most confident wrong answers on the validation photos (plain scans and photo-like views). "
+            "The training run also draws them with their Grad-CAM heat maps in `worst_errors.png`, which is "
+            "kept out of the published folder because it shows the (third-party) training photos.", "",
+            _table(["split", "head", "image", "source", "true", "predicted", "confidence"], rows)]
 
 
 def _comparison_section(spec: TaskSpec, splits: Mapping[str, Any]) -> list[str]:
@@ -719,6 +731,7 @@ def write_model_card(out_dir: Path, spec: TaskSpec | str, config: Mapping[str, A
         "\n".join(_calibration_section(metrics)),
         "\n".join(_ood_section(spec, metrics)),
         "\n".join(_gradcam_section(metrics)),
+        "\n".join(_worst_errors_section(metrics)),
         "\n".join(_plots_section(spec, out_dir)),
         "\n".join(_comparison_section(spec, splits)),
         "## Intended use\n\n" + INTENDED_USE.get(

@@ -6,7 +6,8 @@ Fast mode: the frozen front of the ImageNet backbone runs once over several augm
 photo-like views of every training photo (cached on disk), then the last stages and the heads
 train on those activations. Outputs: model.safetensors, config.json, ood.safetensors, model.onnx,
 metrics.json, plots, train.log and the model card README.md. `--resume` continues an interrupted
-run from its last finished epoch; `--push-to-hub REPO_ID` publishes the folder.
+run from its last finished epoch; `--report-only` re-measures a finished run and rewrites its
+report; `--push-to-hub REPO_ID` publishes the folder.
 """
 from __future__ import annotations
 
@@ -71,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-pretrained", action="store_true", help="random init (tests only)")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last epoch")
+    p.add_argument("--report-only", action="store_true",
+                   help="no training: re-measure and rewrite the report of the run folder's best checkpoint")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the run folder to this Hub model repo")
     return p.parse_args(argv)
 
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     state_path = run_dir / WORK_DIR / "last.pt"
     history: list[dict] = []
     best_loss, best_epoch, stale, first_epoch = math.inf, 0, 0, 1
-    if args.resume and state_path.exists():
+    if (args.resume or args.report_only) and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -172,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     train_start = time.time()
     epochs_run = 0
     for epoch in range(first_epoch, args.epochs + 1):
-        if stale >= args.patience:
+        if stale >= args.patience or args.report_only:
             break
         t0 = time.time()
         tr = run_epoch(model, k, train_views[(epoch - 1) % args.views], train_y, loss_weights, weights,
@@ -201,21 +204,26 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write(state_path, lambda tmp: torch.save(state, tmp))
     train_seconds = time.time() - train_start
     if not (run_dir / "model.safetensors").exists():
-        log.error("no checkpoint was saved")
+        log.error("no checkpoint in %s%s", run_dir, " to report on" if args.report_only else " was saved")
         return 1
 
     model, config = load_checkpoint(run_dir)
     metrics = finish_run(args, spec, run_dir, model, config, train, val, train_views[0], val_acts, photo_acts,
                          train_y, val_y, loss_weights)
-    metrics["training"] = {
-        "command": "python -m training.train " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "args": vars(args), "loss_weights": loss_weights, "realism": realism_config.to_dict(),
-        "epochs_run": len(history), "best_epoch": best_epoch, "n_train": len(train), "n_val": len(val),
-        "n_skipped": len(dataset.skipped), "cache_seconds": round(cache_seconds, 1),
-        "seconds_per_epoch": round(train_seconds / max(1, epochs_run), 1),
-        "seconds": round(time.time() - started, 1)}
+    command = "python -m training.train " + shlex.join(sys.argv[1:] if argv is None else argv)
+    metrics_path = run_dir / "metrics.json"
+    if args.report_only and metrics_path.exists():   # keep the figures of the run that trained it
+        metrics["training"] = {**json.loads(metrics_path.read_text())["training"], "report_command": command}
+    else:
+        metrics["training"] = {
+            "command": command, "args": vars(args), "loss_weights": loss_weights,
+            "realism": realism_config.to_dict(), "epochs_run": len(history), "best_epoch": best_epoch,
+            "n_train": len(train), "n_val": len(val), "n_skipped": len(dataset.skipped),
+            "cache_seconds": round(cache_seconds, 1),
+            "seconds_per_epoch": round(train_seconds / max(1, epochs_run), 1),
+            "seconds": round(time.time() - started, 1)}
     metrics["history"] = history
-    atomic_write(run_dir / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
+    atomic_write(metrics_path, lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
     report.plot_history(history, run_dir)
     report.write_model_card(run_dir, spec, json.loads((run_dir / "config.json").read_text()), metrics)
     log.info("done in %.0f s: %s", time.time() - started, run_dir)

@@ -1,0 +1,234 @@
+"""The benchmark's pure helpers (statistics, tables, answer comparison, memory verdict, targets).
+
+`python -m benchmarks.run` is a figure-producing command, not a timed test: it runs here only with
+RUN_BENCHMARKS=1 (then in --quick mode, into a temporary file). No timing is asserted.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import common, load_test, run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics and formatting
+# --------------------------------------------------------------------------------------------
+
+def test_percentile_matches_numpy():
+    rng = random.Random(0)
+    for n in (1, 2, 3, 10, 101):
+        values = [rng.uniform(0, 100) for _ in range(n)]
+        for q in (0, 1, 25, 50, 95, 99, 100):
+            assert common.percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_percentile_edge_cases():
+    assert math.isnan(common.percentile([], 50))
+    assert common.percentile([7.0], 99) == 7.0
+    assert common.percentile(iter([3, 1, 2]), 50) == 2      # any iterable, unsorted
+    with pytest.raises(ValueError):
+        common.percentile([1, 2], 101)
+
+
+def test_summarize_scales_and_rounds():
+    s = common.summarize([0.010, 0.020, 0.030, 0.040], scale=1000)
+    assert s["n"] == 4 and s["min"] == 10.0 and s["max"] == 40.0
+    assert s["mean"] == 25.0 and s["p50"] == 25.0
+    assert s["p95"] == pytest.approx(38.5)
+    assert common.summarize([])["p50"] is None
+
+
+def test_markdown_table():
+    table = common.markdown_table(["Measure", "a|b"], [["x", 1.5], ["y|z", "–"]])
+    lines = table.splitlines()
+    assert lines[0] == "| Measure | a\\|b |"
+    assert lines[1] == "| --- | ---: |"
+    assert lines[3] == "| y\\|z | – |"
+    with pytest.raises(ValueError):
+        common.markdown_table(["a", "b"], [["only one"]])
+
+
+def test_number_formats_and_ratio():
+    assert common.fmt_num(1234.567) == "1,234.6"
+    assert common.fmt_num(None) == "–" and common.fmt_num(float("nan")) == "–"
+    assert common.fmt_ratio(2.345) == "2.35x" and common.fmt_ratio(None) == "–"
+    assert common.ratio(10, 4) == 2.5 and common.ratio(1, 0) is None and common.ratio(None, 1) is None
+    assert common.pass_fail(True) == "PASS" and common.pass_fail(False) == "FAIL" and common.pass_fail(None) == "n/a"
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:7860/", "http://localhost:8000", "http://[::1]:7860"])
+def test_loopback_urls_are_accepted(url):
+    assert not common.check_loopback(url).endswith("/")
+
+
+@pytest.mark.parametrize("url", ["http://0.0.0.0:7860", "http://example.com", "https://hf.space/x", "http://10.0.0.2"])
+def test_other_hosts_are_refused(url):
+    with pytest.raises(ValueError, match="loopback"):
+        common.check_loopback(url)
+
+
+def test_load_test_cli_refuses_a_remote_url():
+    with pytest.raises(SystemExit):
+        load_test.parse_args(["--url", "http://example.com:7860"])
+
+
+# --------------------------------------------------------------------------------------------
+# Load test: answers, memory, request mix
+# --------------------------------------------------------------------------------------------
+
+CAR_GRADIO = {"cleanliness": {"label": "clean", "confidence": 0.7,
+                              "probabilities": {"clean": 0.7, "slightly_dirty": 0.2, "very_dirty": 0.1}},
+              "damage": {"label": "intact", "confidence": 0.9, "probabilities": {"intact": 0.9, "damaged": 0.1}},
+              "in_domain": True, "ood_score": None}
+CAR_REST = {"cleanliness": "clean", "damage": "intact", "confidence": {"cleanliness": 0.7, "damage": 0.9},
+            "probabilities": {"cleanliness": {"clean": 0.70005, "slightly_dirty": 0.2, "very_dirty": 0.09995},
+                              "damage": {"intact": 0.9, "damaged": 0.1}},
+            "in_domain": True, "ood_score": None}
+COLLECTIBLE = {"label": "coins", "confidence": 0.8, "in_domain": False, "ood_score": 12.0, "message": "...",
+               "probabilities": {"books": 0.05, "coins": 0.8, "drumsticks": 0.05, "stamps": 0.05, "vinyls": 0.05}}
+
+
+def test_normalize_and_compare_across_payload_shapes():
+    g = load_test.normalize("car", CAR_GRADIO, "gradio")
+    r = load_test.normalize("car", CAR_REST, "rest")
+    assert g["damage"]["label"] == r["damage"]["label"] == "intact"
+    assert load_test.compare(g, r) is None                        # 5e-5 apart: within 1e-4
+    c = load_test.normalize("collectibles", COLLECTIBLE, "gradio")
+    assert c == load_test.normalize("collectibles", COLLECTIBLE, "rest")
+    assert c["in_domain"] is False and c["category"]["label"] == "coins"
+
+
+def test_compare_reports_what_differs():
+    base = load_test.normalize("car", CAR_GRADIO, "gradio")
+    other = json.loads(json.dumps(base))
+    other["cleanliness"]["probabilities"]["clean"] += 2e-4
+    assert "differ" in load_test.compare(base, other)
+    other = json.loads(json.dumps(base))
+    other["damage"]["label"] = "damaged"
+    assert "label" in load_test.compare(base, other)
+    other = json.loads(json.dumps(base))
+    other["in_domain"] = False
+    assert "in_domain" in load_test.compare(base, other)
+
+
+def test_memory_report():
+    flat = [1000.0 + (i % 3) for i in range(40)]
+    assert load_test.memory_report(flat, 64)["pass"] is True
+    growing = [1000.0 + 5 * i for i in range(40)]
+    report = load_test.memory_report(growing, 64)
+    assert report["pass"] is False and report["growth_mb"] == 150.0
+    assert load_test.memory_report([1.0, 2.0], 64)["pass"] is None
+
+
+def test_schedule_is_seeded_and_mixes_every_kind(tmp_path):
+    upload = lambda name, task: load_test.Upload(name, task, b"x", "x.jpg", tmp_path / "x.jpg")
+    valid = [upload("car/a.jpg", "car"), upload("collectibles/b.jpg", "collectibles")]
+    bad = [upload("bad/empty", None)]
+    a = load_test.build_schedule(valid, bad, 400, seed=3)
+    assert a == load_test.build_schedule(valid, bad, 400, seed=3)
+    assert a != load_test.build_schedule(valid, bad, 400, seed=4)
+    assert {(r.kind, r.channel, r.gradcam) for r in a} == set(load_test.MIX)
+    assert {r.task for r in a} == {"car", "collectibles"}
+    assert all(r.upload.task == r.task for r in a if r.kind == "valid")
+    assert {r.endpoint for r in a} >= {"/assess_car", "/classify_collectible_explained", "/api/v1/car/predict"}
+
+
+def test_load_test_render(tmp_path):
+    stats = common.summarize([0.05, 0.06, 0.2], 1000, 1)
+    report = {"clients": 8, "completed": 3, "requested": 3, "requests_per_s": 12.5, "failed": 0, "inconsistent": 0,
+              "expected_rejections": 1, "latency_ms": {"all": stats, "REST": stats},
+              "by_group": {"REST": {"ok": 2, "rejected": 1, "failed": 0, "inconsistent": 0}},
+              "memory": load_test.memory_report([1000.0] * 8, 64), "checks": {"no_failed_requests": True},
+              "stopped_by_deadline": False, "max_seconds": 60, "problems": {"failed": []}}
+    text = load_test.render(report)
+    assert "| 8 | 3/3 | 12.5 |" in text and "growth +0.0 MiB" in text and "no failed requests: PASS" in text
+
+
+# --------------------------------------------------------------------------------------------
+# Benchmark: targets and tables from a synthetic result (no measurement)
+# --------------------------------------------------------------------------------------------
+
+def _timing(p50: float) -> dict:
+    return {"batch1_ms": {"p50": p50, "p95": p50 * 1.2},
+            "batch32": {"images_per_s": 1000 / p50 * 1.5, "ms_per_image": p50 / 1.5}}
+
+
+def synthetic_results() -> dict:
+    e2e = lambda p50: {"p50": p50, "p95": p50 * 1.3}
+    return {
+        "generated": "2026-01-01T00:00:00+00:00", "quick": False,
+        "machine": {"cpu_count": 2, "cpu_model": "Test CPU", "inference_threads": 2, "load_average_at_start": [0.1],
+                    "versions": {"torch": "x", "onnxruntime": "y"}},
+        "models": {"collectibles": {"torch": _timing(20.0), "onnx": _timing(8.0)},
+                   "car": {"torch": _timing(20.0), "onnx": _timing(12.0)}},
+        "reference": {run.B4_NAME: {"torch": _timing(130.0)}},
+        "app": {"ready_s": 12.0, "rss_mb_ready": 900.0, "rss_mb_after_calls": 1000.0,
+                "example_cache_present_before_start": True, "serving": {"car": "checkpoints/car, torch backend"},
+                "e2e": {t: {"gradio": e2e(50.0), "gradio_gradcam": e2e(300.0), "rest": e2e(25.0)}
+                        for t in ("collectibles", "car")}},
+        "cold_start": {"spawn_to_result_s": 6.0},
+        "training": {"n_train": 2828, "n_val": 707, "epoch_s": 30.0, "defaults": {"views": 5, "epochs": 15},
+                     "extrapolated": {"total_s_upper_bound": 1800.0, "cache_s": 1350.0}},
+    }
+
+
+def test_targets_are_evaluated_with_pass_and_fail():
+    r = synthetic_results()
+    targets = {t["target"]: t for t in run.evaluate_targets(r)}
+    assert targets["collectibles: onnxruntime vs our torch eager, batch 1"]["pass"] is True      # 2.5x
+    assert targets["car: onnxruntime vs our torch eager, batch 1"]["pass"] is False              # 1.67x
+    assert targets[f"car: ours (onnxruntime) vs {run.B4_NAME} eager, batch 1"]["value"] == pytest.approx(10.833, abs=1e-3)
+    assert targets[f"car: ours (torch eager) vs {run.B4_NAME} eager, batch 1"]["pass"] is True  # 6.5x
+    assert targets["car: end-to-end p50, gradio_client, no Grad-CAM"]["pass"] is True
+    assert targets["car: end-to-end p50, gradio_client, with Grad-CAM"]["pass"] is False
+    assert targets["cold start: process start to first prediction"]["pass"] is True
+    rss = targets["app RSS with both models loaded (max of ready / after calls)"]
+    assert rss["value"] == 1000.0 and rss["pass"] is True
+
+
+def test_tables_render_from_results():
+    r = synthetic_results()
+    r["targets"] = run.evaluate_targets(r)
+    text = run.render_tables(r)
+    assert "| Measure | Collectibles | Car condition |" in text
+    assert "| Model, batch 1, onnxruntime: p50 / p95 ms | 8.0 / 9.6 | 12.0 / 14.4 |" in text
+    assert "2.50x" in text and "FAIL" in text and "PASS" in text
+    assert "Cold start" in text and "≈ 30 min" in text
+    for block in text.split("\n\n")[1:]:            # every table is well formed
+        rows = block.splitlines()
+        assert len({row.count(" | ") for row in rows}) == 1, block
+
+
+def test_percentile_helpers_agree_with_timing_helper():
+    calls = []
+    times = run.time_calls(lambda: calls.append(1), reps=5, warmup=2)
+    assert len(times) == 5 and len(calls) == 7 and all(t >= 0 for t in times)
+
+
+# --------------------------------------------------------------------------------------------
+# The real benchmark: only on request
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(os.environ.get("RUN_BENCHMARKS") != "1",
+                    reason="figure-producing command, not a test: set RUN_BENCHMARKS=1 to run it (--quick)")
+def test_benchmark_quick_run_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=880)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result["models"]) == {"collectibles", "car"}
+    assert {"cold_start", "reference", "app", "training", "targets", "markdown"} <= set(result)
+    assert result["markdown"] in proc.stdout
