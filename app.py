@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import csv
+import ctypes
 import hashlib
 import html
 import logging
@@ -112,8 +113,15 @@ def run(task: str, path: str | None) -> tuple[Image.Image, Prediction, Predictor
         raise user_error(err.message) from None
 
 
-def overlay(predictor: Predictor, photo: Image.Image, head: str, prediction: Prediction) -> Image.Image:
-    return explainer_for(predictor).overlay(photo, head, prediction.heads[head].label)[0]
+def overlay(predictor: Predictor, photo: Image.Image, head: str, prediction: Prediction) -> str:
+    """The Grad-CAM overlay as a uniquely named PNG file.
+
+    Returned as a path, Gradio copies it into its cache atomically; a PIL image would be written
+    under a content-hash name, which two concurrent requests for the same photo overwrite while
+    the other is being downloaded.
+    """
+    image = explainer_for(predictor).overlay(photo, head, prediction.heads[head].label)[0]
+    return output_file("heatmap.png", image.save)
 
 
 def label_value(prediction: Prediction, head: str) -> dict[str, float]:
@@ -201,23 +209,23 @@ def assess_car_explained(image: str):
     return (client_payload(prediction), *[overlay(predictor, photo, head, prediction) for head in CAR.head_names])
 
 
-_csv_dir: Path | None = None
+_output_dir: Path | None = None
 
 
-def csv_file(text: str, max_age_s: float = 3600) -> str:
-    """Write a batch CSV into this process's own temporary folder (removed at exit, pruned hourly)."""
-    global _csv_dir
-    if _csv_dir is None:
-        _csv_dir = Path(tempfile.mkdtemp(prefix="space-batch-"))
-        atexit.register(shutil.rmtree, _csv_dir, ignore_errors=True)
+def output_file(name: str, write, max_age_s: float = 3600) -> str:
+    """A file in this process's own temporary folder (removed at exit, pruned hourly) for Gradio to serve."""
+    global _output_dir
+    if _output_dir is None:
+        _output_dir = Path(tempfile.mkdtemp(prefix="space-outputs-"))
+        atexit.register(shutil.rmtree, _output_dir, ignore_errors=True)
     now = time.time()
-    for old in _csv_dir.iterdir():
+    for old in _output_dir.iterdir():
         if now - old.stat().st_mtime > max_age_s:
             shutil.rmtree(old, ignore_errors=True)
-    folder = _csv_dir / uuid.uuid4().hex
+    folder = _output_dir / uuid.uuid4().hex
     folder.mkdir()
-    path = folder / "predictions.csv"
-    path.write_text(text, encoding="utf-8")
+    path = folder / name
+    write(path)
     return str(path)
 
 
@@ -233,7 +241,8 @@ def batch_predict(task: str, files: list[str] | None):
     except BatchError as err:
         raise user_error(str(err)) from None
     cols = columns(task)
-    return pd.DataFrame(rows, columns=cols), csv_file(rows_to_csv(rows, cols))
+    text = rows_to_csv(rows, cols)
+    return pd.DataFrame(rows, columns=cols), output_file("predictions.csv", lambda p: p.write_text(text, encoding="utf-8"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -418,7 +427,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each worker thread its own malloc arena; with concurrent Grad-CAM requests that
+    multiplies resident memory. Two arenas keep it flat (measured with benchmarks.load_test)."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)   # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass   # not glibc: nothing to tune
+
+
 def main(argv: list[str] | None = None) -> None:
+    limit_malloc_arenas()
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     preload_models()

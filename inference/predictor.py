@@ -19,7 +19,7 @@ import torch
 from inference.hub import CheckpointSource, resolve_checkpoint
 from inference.images import load_image
 from inference.model import ONNX_NAME, OOD_NAME, CheckpointError, create_eval_transform, load_checkpoint
-from inference.ood import MahalanobisDetector
+from inference.ood import KnnDetector
 from inference.tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class Predictor:
         self.spec: TaskSpec = get_task(self.config.task)
         self.transform = create_eval_transform(self.config.data_config)
         ood_path = source.folder / OOD_NAME
-        self.ood = MahalanobisDetector.load(ood_path) if self.config.ood and ood_path.is_file() else None
+        self.ood = KnnDetector.load(ood_path) if self.config.ood and ood_path.is_file() else None
         self.session = self._onnx_session(source.folder / ONNX_NAME) if backend != "torch" else None
         if backend == "onnx" and self.session is None:
             raise CheckpointError(f"{source.folder / ONNX_NAME}: missing or unusable")

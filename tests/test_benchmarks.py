@@ -132,7 +132,9 @@ def test_memory_report():
 
 
 def test_schedule_is_seeded_and_mixes_every_kind(tmp_path):
-    upload = lambda name, task: load_test.Upload(name, task, b"x", "x.jpg", tmp_path / "x.jpg")
+    def upload(name, task):
+        return load_test.Upload(name, task, b"x", "x.jpg", tmp_path / "x.jpg")
+
     valid = [upload("car/a.jpg", "car"), upload("collectibles/b.jpg", "collectibles")]
     bad = [upload("bad/empty", None)]
     a = load_test.build_schedule(valid, bad, 400, seed=3)
@@ -165,7 +167,9 @@ def _timing(p50: float) -> dict:
 
 
 def synthetic_results() -> dict:
-    e2e = lambda p50: {"p50": p50, "p95": p50 * 1.3}
+    def e2e(p50):
+        return {"p50": p50, "p95": p50 * 1.3}
+
     return {
         "generated": "2026-01-01T00:00:00+00:00", "quick": False,
         "machine": {"cpu_count": 2, "cpu_model": "Test CPU", "inference_threads": 2, "load_average_at_start": [0.1],

@@ -29,11 +29,6 @@ WORST_ERRORS = 8
 WORST_ERRORS_FIGURE = "worst_errors.png"
 
 
-def ood_classes(spec: TaskSpec, samples) -> np.ndarray:
-    """One 'class' per combination of known labels: the detector's cluster centres."""
-    return np.array(["|".join(str(s.labels[h]) for h in spec.heads) for s in samples])
-
-
 def features_of(model, config, images: list[Image.Image], batch_size: int = 32) -> np.ndarray:
     transform = create_eval_transform(config.data_config)
     out = []
@@ -75,7 +70,7 @@ def evaluate_ood(args, spec, model, config, detector, val_features, photo_featur
         per_set[name] = {"n": len(images), "auroc": auroc(val_scores, scores),
                          "rejected": round(float((scores > threshold).mean()), 4)}
     ood_scores = np.concatenate(all_ood) if all_ood else np.empty(0)
-    return {"method": "mahalanobis", "threshold": round(threshold, 4),
+    return {"method": f"knn (k={detector.k}, cosine distance on pooled backbone features)", "threshold": round(threshold, 4),
             "auroc": auroc(val_scores, ood_scores) if len(ood_scores) else None,
             "in_domain_rejection_rate": round(float((val_scores > threshold).mean()), 4),
             "photo_like_rejection_rate": round(float((photo_scores > threshold).mean()), 4),

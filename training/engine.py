@@ -163,6 +163,25 @@ def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], f
     return factor
 
 
+class MixedViews:
+    """Each photo's activations from a randomly chosen one of its cached views, drawn anew per batch."""
+
+    def __init__(self, views: Sequence[np.ndarray], seed: int):
+        self.views, self.rng = list(views), np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.views[0])
+
+    def __getitem__(self, idx: np.ndarray) -> np.ndarray:
+        choice = self.rng.integers(len(self.views), size=len(idx))
+        out = np.empty((len(idx), *self.views[0].shape[1:]), dtype=self.views[0].dtype)
+        for v, view in enumerate(self.views):
+            picked = choice == v
+            if picked.any():
+                out[picked] = view[idx[picked]]
+        return out
+
+
 @dataclass
 class EpochResult:
     loss: float
@@ -171,7 +190,7 @@ class EpochResult:
     features: np.ndarray
 
 
-def run_epoch(model: MultiHeadModel, frozen_blocks: int, activations: np.ndarray,
+def run_epoch(model: MultiHeadModel, frozen_blocks: int, activations: np.ndarray | MixedViews,
               targets: dict[str, torch.Tensor], loss_weights: dict[str, float],
               weights: dict[str, torch.Tensor] | None = None, optimizer: torch.optim.Optimizer | None = None,
               scheduler=None, batch_size: int = 64, seed: int = 0, desc: str = "",

@@ -2,9 +2,10 @@
 
     python -m training.train --task car --data ../shared/data/car --out runs/car
 
-Fast mode: the frozen front of the ImageNet backbone runs once over several augmented,
-photo-like views of every training photo (cached on disk), then the last stages and the heads
-train on those activations. Outputs: model.safetensors, config.json, ood.safetensors, model.onnx,
+Fast mode: the frozen front of the ImageNet backbone runs once over several augmented views of
+every training photo (`--views`, of which `--plain-views` without the photo-realism step; cached
+on disk), then the last stages and the heads train on those activations, each batch drawing one
+of the cached views of each photo at random. Outputs: model.safetensors, config.json, ood.safetensors, model.onnx,
 metrics.json, plots, train.log and the model card README.md. `--resume` continues an interrupted
 run from its last finished epoch; `--report-only` re-measures a finished run and rewrites its
 report; `--push-to-hub REPO_ID` publishes the folder.
@@ -26,14 +27,14 @@ import torch
 
 from inference.model import ModelConfig, atomic_write, create_eval_transform, create_model, \
     load_checkpoint, save_checkpoint, PRETRAINED_PACKAGES, OOD_NAME
-from inference.ood import MahalanobisDetector
+from inference.ood import KnnDetector
 from inference.predictor import softmax
 from inference.tasks import DEFAULT_ARCHITECTURE, TASKS, get_task
 from training import diagnostics, report
 from training.augment import PRESETS, SWITCHES as REALISM_SWITCHES, PhotoRealism, RealismConfig
 from training.data import DataError, grouped_split, load_dataset, load_label_map
 from training.engine import ImageViews, cache_front, class_weights, cosine_with_warmup, \
-    create_train_transform, run_epoch, targets_for, trainable_parameters, UNKNOWN
+    create_train_transform, MixedViews, run_epoch, targets_for, trainable_parameters, UNKNOWN
 from training.publish import PublishError, push_to_hub
 
 log = logging.getLogger("training")
@@ -54,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--views", type=int, default=5, help="augmented views per training photo to cache")
+    p.add_argument("--plain-views", type=int, default=1,
+                   help="how many of those views skip the photo-realism step (timm's augmentation only)")
     p.add_argument("--frozen-blocks", type=int, default=5, help="backbone stages kept frozen (of 7)")
     p.add_argument("--loss-weight", action="append", default=[], metavar="HEAD=W",
                    help="override a head's loss weight, e.g. damage=1.5")
@@ -105,11 +108,17 @@ def subsample(samples, n: int, seed: int):
 
 
 def cache_key(args, train, val) -> str:
-    """Caches are valid only for the same photos, split, model front and augmentation settings."""
-    fields = {k: getattr(args, k) for k in ("arch", "image_size", "views", "frozen_blocks", "realism",
-                                            "seed", "no_pretrained", *(f"realism_{s}" for s in REALISM_SWITCHES))}
+    """The cached activations are valid only for the same photos, split and frozen model front."""
+    fields = {k: getattr(args, k) for k in ("arch", "image_size", "frozen_blocks", "seed", "no_pretrained")}
     fields["photos"] = [str(s.path) for s in train] + ["|"] + [str(s.path) for s in val]
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def view_name(view: int, realism: RealismConfig | None) -> str:
+    """A training view's cache file: its index and its augmentation settings."""
+    settings = "plain" if realism is None else hashlib.sha256(
+        json.dumps(realism.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    return f"train_{view}_{settings}.npy"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     k = args.frozen_blocks
     cache_dir = run_dir / WORK_DIR / f"cache-{cache_key(args, train, val)}"
     cache_start = time.time()
-    train_views = [cache_front(model, k, ImageViews(train, train_tf, spec.name, args.seed * 1000 + v, realism),
-                               cache_dir / f"train_{v}.npy", f"caching train view {v + 1}/{args.views}",
-                               workers=args.workers) for v in range(args.views)]
+    view_realism = [None if v < args.plain_views else realism for v in range(args.views)]
+    train_views = [cache_front(model, k, ImageViews(train, train_tf, spec.name, args.seed * 1000 + v, view_realism[v]),
+                               cache_dir / view_name(v, view_realism[v] and realism_config),
+                               f"caching train view {v + 1}/{args.views}", workers=args.workers)
+                   for v in range(args.views)]
     val_acts = cache_front(model, k, ImageViews(val, eval_tf, spec.name, args.seed), cache_dir / "val.npy",
                            "caching val", workers=args.workers)
     photo_acts = cache_front(model, k, ImageViews(val, eval_tf, spec.name, args.seed + 1, photo_like=True),
@@ -178,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         if stale >= args.patience or args.report_only:
             break
         t0 = time.time()
-        tr = run_epoch(model, k, train_views[(epoch - 1) % args.views], train_y, loss_weights, weights,
+        tr = run_epoch(model, k, MixedViews(train_views, args.seed * 7919 + epoch), train_y, loss_weights, weights,
                        optimizer, scheduler, args.batch_size, seed=args.seed + epoch,
                        desc=f"epoch {epoch}/{args.epochs} train", label_smoothing=args.label_smoothing)
         va = run_epoch(model, k, val_acts, val_y, loss_weights, weights, desc="val")
@@ -208,8 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     model, config = load_checkpoint(run_dir)
-    metrics = finish_run(args, spec, run_dir, model, config, train, val, train_views[0], val_acts, photo_acts,
-                         train_y, val_y, loss_weights)
+    # The in-domain memory bank: each training photo once, in one of its cached views (plain or photo-like).
+    metrics = finish_run(args, spec, run_dir, model, config, train, val, MixedViews(train_views, args.seed),
+                         val_acts, photo_acts, train_y, val_y, loss_weights)
     command = "python -m training.train " + shlex.join(sys.argv[1:] if argv is None else argv)
     metrics_path = run_dir / "metrics.json"
     if args.report_only and metrics_path.exists():   # keep the figures of the run that trained it
@@ -272,9 +284,9 @@ def finish_run(args, spec, run_dir, model, config, train, val, train_acts, val_a
     report.plot_confusion_matrices(splits["val"], run_dir, "confusion")
     report.plot_confusion_matrices(splits["val_photo"], run_dir, "confusion_photo")
 
-    detector = MahalanobisDetector.fit(tr.features, diagnostics.ood_classes(spec, train))
+    detector = KnnDetector.fit(tr.features)
     ood = diagnostics.evaluate_ood(args, spec, model, config, detector, va.features, vp.features)
-    config.ood = {"method": "mahalanobis", "threshold": ood["threshold"], "file": OOD_NAME}
+    config.ood = {"method": "knn", "k": detector.k, "threshold": ood["threshold"], "file": OOD_NAME}
     detector.save(run_dir / OOD_NAME)
     save_checkpoint(model, config, run_dir)
     if not args.no_onnx:

@@ -1,0 +1,261 @@
+"""Shared pieces of the benchmark and the load test: statistics, tables, example images, and the
+real app started as a subprocess on a free loopback port (with its resident memory).
+
+Pure helpers (`percentile`, `summarize`, `markdown_table`, `fmt_*`, `check_loopback`) have no
+heavy imports, so the tests can exercise them cheaply.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+RESULTS = ROOT / "benchmarks" / "results"
+TASK_NAMES = ("collectibles", "car")
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics and formatting (pure)
+# --------------------------------------------------------------------------------------------
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation between closest ranks (numpy's default).
+
+    NaN for no values.
+    """
+    data = sorted(float(v) for v in values)
+    if not data:
+        return math.nan
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be within 0..100, got {q}")
+    pos = (len(data) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def summarize(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> dict[str, Any]:
+    """n, mean, p50, p95, p99, min, max of `values` times `scale` (e.g. 1000 for s -> ms)."""
+    vals = [float(v) * scale for v in values]
+    if not vals:
+        return {"n": 0, "mean": None, "p50": None, "p95": None, "p99": None, "min": None, "max": None}
+    def r(x: float) -> float:
+        return round(x, digits)
+
+    return {"n": len(vals), "mean": r(sum(vals) / len(vals)), "p50": r(percentile(vals, 50)),
+            "p95": r(percentile(vals, 95)), "p99": r(percentile(vals, 99)), "min": r(min(vals)), "max": r(max(vals))}
+
+
+def fmt_num(value: float | None, digits: int = 1, suffix: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:,.{digits}f}{suffix}"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}x"
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return round(numerator / denominator, 3)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: Sequence[str] | None = None) -> str:
+    """A GitHub markdown table; cells are str()-ed and `|` escaped. align: 'l' or 'r' per column."""
+    def cell(v: Any) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    align = align or ["l"] + ["r"] * (len(headers) - 1)
+    if len(align) != len(headers):
+        raise ValueError("one alignment per column")
+    for row in rows:
+        if len(row) != len(headers):
+            raise ValueError(f"row {row!r} has {len(row)} cells, expected {len(headers)}")
+    sep = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def pass_fail(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def check_loopback(url: str) -> str:
+    """The URL without a trailing slash, if it points at this machine's loopback; else ValueError."""
+    host = urlparse(url).hostname
+    if host not in LOOPBACK_HOSTS:
+        raise ValueError(f"{url}: load and benchmark traffic may only target the loopback interface "
+                         f"({', '.join(sorted(LOOPBACK_HOSTS))})")
+    return url.rstrip("/")
+
+
+# --------------------------------------------------------------------------------------------
+# Example images
+# --------------------------------------------------------------------------------------------
+
+def example_images(task: str) -> list[Path]:
+    """examples/<task>/*.jpg listed in the task's manifest (else all jpgs), sorted; may be empty."""
+    folder = EXAMPLES / task
+    manifests = sorted(folder.glob("*.csv"))
+    if manifests:
+        with manifests[0].open(newline="") as f:
+            names = [row.get("image", "") for row in csv.DictReader(f)]
+        paths = [folder / n for n in names if n and (folder / n).is_file()]
+        if paths:
+            return paths
+    return sorted(folder.glob("*.jpg"))
+
+
+def require_examples() -> dict[str, list[Path]]:
+    found = {task: example_images(task) for task in TASK_NAMES}
+    missing = [t for t, paths in found.items() if not paths]
+    if missing:
+        raise SystemExit(f"no example images for {', '.join(missing)}: run `python scripts/fetch_examples.py` first")
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Processes: memory, ports, the app
+# --------------------------------------------------------------------------------------------
+
+def rss_mb(pid: int, children: bool = True) -> float | None:
+    """Resident memory of a process (and its children) in MB; None if it is gone."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *(proc.children(recursive=True) if children else [])]
+    except psutil.Error:
+        return None
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return round(total / 2**20, 1)
+
+
+def pid_listening_on(port: int) -> int | None:
+    """The pid of the local process listening on a TCP port (None if not found or not permitted)."""
+    import psutil
+
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                return conn.pid
+    except (psutil.Error, OSError):
+        pass
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                    return proc.pid
+        except (psutil.Error, OSError):
+            continue
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class AppProcess:
+    """`python app.py` on a free 127.0.0.1 port, its start-up timed, stopped by `stop()` / `with`.
+
+    HF_HUB_OFFLINE defaults to 1 (the bundled or cached checkpoints serve; no Hub probe timeout
+    counts towards start-up) unless the caller's environment sets it.
+    """
+
+    def __init__(self, log_path: Path | None = None, env: dict[str, str] | None = None,
+                 startup_timeout: float = 300.0, script: Path = ROOT / "app.py"):
+        self.script = Path(script)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.startup_timeout = startup_timeout
+        self.tmp = Path(tempfile.mkdtemp(prefix="bench-app-"))
+        self.log_path = Path(log_path) if log_path else self.tmp / "app.log"
+        self.env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(self.port),
+                    "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "GRADIO_ANALYTICS_ENABLED": "False",
+                    "GRADIO_TEMP_DIR": str(self.tmp / "gradio"), "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env.pop("SHARE", None)
+        self.proc: subprocess.Popen | None = None
+        self.started_at: float | None = None
+        self.first_answer_s: float | None = None   # first HTTP answer from /api/v1/health (any status)
+        self.ready_s: float | None = None           # /api/v1/health 200: models loaded, examples cached
+
+    def start(self) -> "AppProcess":
+        import httpx
+
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        self.started_at = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, str(self.script)], cwd=ROOT, env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self.proc.poll() is not None:
+                message = f"app.py exited with code {self.proc.returncode} during start-up:\n{log_tail(self.log_path)}"
+                self.stop()
+                raise RuntimeError(message)
+            try:
+                status = httpx.get(f"{self.url}/api/v1/health", timeout=5).status_code
+                if self.first_answer_s is None:
+                    self.first_answer_s = time.perf_counter() - self.started_at
+                if status == 200:
+                    self.ready_s = time.perf_counter() - self.started_at
+                    return self
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                message = f"app.py not ready within {self.startup_timeout:.0f} s:\n{log_tail(self.log_path)}"
+                self.stop()
+                raise RuntimeError(message)
+            time.sleep(0.2)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def rss_mb(self) -> float | None:
+        return rss_mb(self.pid) if self.pid else None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+        shutil.rmtree(self.tmp, ignore_errors=True)   # Gradio's temporary files (and the default log)
+
+    def __enter__(self) -> "AppProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

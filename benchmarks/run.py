@@ -1,0 +1,677 @@
+"""Speed benchmark, measured in one run on this machine: model-only latency and throughput (torch
+eager, onnxruntime, timm efficientnet_b4 as the earlier system's backbone), end-to-end latency
+through the running app (gradio_client with and without Grad-CAM, REST), cold start, resident
+memory, and training time per epoch in the default fast mode.
+
+    python -m benchmarks.run [--quick] [--out benchmarks/results/latest.json]
+
+Prints markdown tables (the README includes them verbatim) and writes everything to JSON, with
+the targets of issue 5 marked PASS/FAIL. A figure-producing command, not a test: run it on an
+otherwise idle machine. `--quick` uses fewer repetitions (rough figures, ~1.5 minutes).
+
+Model-only timings use the predictor's own torch model and onnxruntime session on preprocessed
+real example photos. When the checkpoint has no model.onnx, one is exported to a temporary
+folder for this run (the app then serves torch, which the table says). efficientnet_b4 has
+random weights (timing only). Training time per epoch is measured by running
+`training.engine.run_epoch` over random float16 activations of the shape fast mode caches;
+the full fast-mode run is extrapolated from it and from the measured per-image caching cost.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmarks.common import RESULTS, ROOT, TASK_NAMES, AppProcess, fmt_num, fmt_ratio, markdown_table, \
+    pass_fail, ratio, require_examples, summarize
+
+DEFAULT_OUT = RESULTS / "latest.json"
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+B4_NAME = "efficientnet_b4"
+
+# Issue 5 targets.
+TARGET_ONNX_SPEEDUP = 2.0
+TARGET_VS_B4 = 6.0
+TARGET_E2E_MS = 60.0
+TARGET_E2E_CAM_MS = 250.0
+TARGET_COLD_START_S = 10.0
+TARGET_RSS_BYTES = 1.2e9
+MIB = 2**20
+BUSY_LOAD = 0.7   # 1-minute load average above which the machine is not idle enough to measure
+
+
+class Settings:
+    """Repetition counts for a full or a quick run."""
+
+    def __init__(self, quick: bool):
+        self.quick = quick
+        self.warmup_b1 = 3 if quick else 5
+        self.reps_b1 = 15 if quick else 50
+        self.reps_b32 = 2 if quick else 5
+        self.b4_reps_b1 = 8 if quick else 30
+        self.b4_reps_b32 = 1 if quick else 3
+        self.e2e_warmup = 2 if quick else 3
+        self.e2e_calls = 8 if quick else 30
+        self.cold_runs = 1 if quick else 2
+        self.cache_images = 16 if quick else 64
+        self.train_subset = 384 if quick else None    # None: the whole epoch
+
+
+# --------------------------------------------------------------------------------------------
+# Timing helpers
+# --------------------------------------------------------------------------------------------
+
+def time_calls(fn: Callable[[], Any], reps: int, warmup: int = 0) -> list[float]:
+    """Seconds per call of `fn`, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def model_timings(forward: Callable[[Any], Any], x1, x32, s: Settings, reps_b1: int, reps_b32: int) -> dict[str, Any]:
+    """Batch-1 latency (ms per image) and batch-32 throughput (images/s) of one forward function."""
+    b1 = summarize(time_calls(lambda: forward(x1), reps_b1, s.warmup_b1), 1000)
+    b32_times = time_calls(lambda: forward(x32), reps_b32, 1)
+    b32 = summarize(b32_times, 1000)
+    n = int(x32.shape[0])
+    return {"batch1_ms": b1,
+            "batch32": {"batch_ms": b32, "ms_per_image": round(b32["p50"] / n, 2),
+                        "images_per_s": round(n / (b32["p50"] / 1000), 1)}}
+
+
+# --------------------------------------------------------------------------------------------
+# Model-only: our predictors and efficientnet_b4
+# --------------------------------------------------------------------------------------------
+
+def onnx_predictor(task: str, torch_source, workdir: Path):
+    """An onnxruntime Predictor for the same checkpoint: its own model.onnx, else one exported now."""
+    from inference.hub import CheckpointSource
+    from inference.model import CONFIG_NAME, ONNX_NAME, OOD_NAME, WEIGHTS_NAME
+    from inference.predictor import Predictor
+
+    if (torch_source.folder / ONNX_NAME).is_file():
+        return Predictor(torch_source, "onnx"), f"{torch_source.folder / ONNX_NAME} (shipped with the checkpoint)"
+    from inference.export_onnx import export_onnx
+
+    folder = workdir / task
+    folder.mkdir(parents=True)
+    for name in (CONFIG_NAME, WEIGHTS_NAME, OOD_NAME):
+        if (torch_source.folder / name).is_file():
+            shutil.copy2(torch_source.folder / name, folder / name)
+    t0 = time.perf_counter()
+    export_onnx(folder)
+    took = time.perf_counter() - t0
+    source = CheckpointSource(folder=folder, origin="local", name=str(folder), revision=torch_source.revision)
+    return Predictor(source, "onnx"), f"exported for this run from {torch_source.name} ({took:.1f} s)"
+
+
+def batch_of(predictor, paths: list[Path], n: int):
+    import torch
+
+    one = predictor.preprocess([paths[0]])
+    images = predictor.preprocess(paths)
+    reps = -(-n // len(paths))
+    return one, torch.cat([images] * reps)[:n].contiguous()
+
+
+def bench_models(examples: dict[str, list[Path]], s: Settings, workdir: Path) -> dict[str, Any]:
+    import numpy as np
+    import torch
+    from inference.hub import resolve_checkpoint
+    from inference.predictor import NUM_THREADS, Predictor, softmax
+
+    torch.set_num_threads(NUM_THREADS)
+    out: dict[str, Any] = {}
+    for task in TASK_NAMES:
+        print(f"[model] {task}: loading torch and onnxruntime predictors", flush=True)
+        source = resolve_checkpoint(task)
+        torch_pred = Predictor(source, "torch")
+        onnx_pred, onnx_origin = onnx_predictor(task, source, workdir)
+        x1, x32 = batch_of(torch_pred, examples[task], 32)
+        # Same outputs from both backends on real photos (a sanity check of what is timed).
+        _, lt = torch_pred.forward(x32)
+        _, lo = onnx_pred.forward(x32)
+        diff = max(float(np.abs(softmax(lt[h]) - softmax(lo[h])).max()) for h in lt)
+        print(f"[model] {task}: torch eager", flush=True)
+        t = model_timings(torch_pred.forward, x1, x32, s, s.reps_b1, s.reps_b32)
+        print(f"[model] {task}: onnxruntime", flush=True)
+        o = model_timings(onnx_pred.forward, x1, x32, s, s.reps_b1, s.reps_b32)
+        out[task] = {"checkpoint": source.describe(), "architecture": torch_pred.config.architecture,
+                     "input_size": list(torch_pred.config.data_config["input_size"]),
+                     "onnx_model": onnx_origin, "onnx_vs_torch_max_prob_diff": round(diff, 6),
+                     "torch": t, "onnx": o}
+        del torch_pred, onnx_pred
+    return out
+
+
+def bench_b4(s: Settings, workdir: Path, with_onnx: bool) -> dict[str, Any]:
+    import numpy as np
+    import timm
+    import torch
+    from inference.predictor import NUM_THREADS
+
+    print(f"[model] {B4_NAME} (random weights, 224 px): torch eager", flush=True)
+    torch.manual_seed(0)
+    model = timm.create_model(B4_NAME, pretrained=False, num_classes=3).eval()
+    x1, x32 = torch.randn(1, 3, 224, 224), torch.randn(32, 3, 224, 224)
+
+    def eager(x):
+        with torch.inference_mode():
+            return model(x)
+
+    result: dict[str, Any] = {"model": f"timm {B4_NAME}, pretrained=False, num_classes=3, 224x224",
+                              "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+                              "torch": model_timings(eager, x1, x32, s, s.b4_reps_b1, s.b4_reps_b32)}
+    if with_onnx:
+        import onnxruntime as ort
+
+        print(f"[model] {B4_NAME}: ONNX export and onnxruntime", flush=True)
+        path = workdir / f"{B4_NAME}.onnx"
+        t0 = time.perf_counter()
+        torch.onnx.export(model, (x1,), str(path), input_names=["image"], output_names=["logits"], opset_version=17,
+                          dynamo=False, dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+        export_s = time.perf_counter() - t0
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = NUM_THREADS
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        def run(x):
+            return session.run(None, {"image": x.numpy()})
+
+        result["onnx"] = model_timings(run, x1, x32, s, s.b4_reps_b1, s.b4_reps_b32)
+        result["onnx_export_s"] = round(export_s, 1)
+        result["onnx_vs_torch_max_logit_diff"] = round(float(np.abs(run(x1)[0] - eager(x1).numpy()).max()), 5)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# End to end: the running app
+# --------------------------------------------------------------------------------------------
+
+ENDPOINTS = {"collectibles": ("/classify_collectible", "/classify_collectible_explained"),
+             "car": ("/assess_car", "/assess_car_explained")}
+
+
+def bench_app(examples: dict[str, list[Path]], s: Settings) -> dict[str, Any]:
+    import httpx
+    from gradio_client import Client, handle_file
+
+    had_example_cache = any((ROOT / ".gradio" / "cached_examples").glob("*/"))
+    print("[app] starting app.py", flush=True)
+    app = AppProcess()
+    downloads = Path(tempfile.mkdtemp(prefix="bench-downloads-"))
+    try:
+        app.start()
+        time.sleep(1.0)
+        result: dict[str, Any] = {"url": app.url, "first_http_answer_s": round(app.first_answer_s, 2),
+                                  "ready_s": round(app.ready_s, 2),
+                                  "example_cache_present_before_start": had_example_cache,
+                                  "rss_mb_ready": app.rss_mb()}
+        health = httpx.get(f"{app.url}/api/v1/health", timeout=30).json()
+        result["serving"] = health.get("models", {})
+        client = Client(app.url, verbose=False, analytics_enabled=False, download_files=str(downloads))
+        http = httpx.Client(timeout=120)
+        per_task: dict[str, Any] = {}
+        for task in TASK_NAMES:
+            paths = examples[task]
+            plain, explained = ENDPOINTS[task]
+
+            def gradio_call(api_name: str, i: int) -> None:
+                client.predict(handle_file(str(paths[i % len(paths)])), api_name=api_name)
+
+            def rest_call(i: int) -> None:
+                path = paths[i % len(paths)]
+                r = http.post(f"{app.url}/api/v1/{task}/predict",
+                              files={"image": (path.name, path.read_bytes(), "image/jpeg")})
+                r.raise_for_status()
+
+            timings = {}
+            for label, call in (("gradio", lambda i: gradio_call(plain, i)),
+                                ("gradio_gradcam", lambda i: gradio_call(explained, i)),
+                                ("rest", rest_call)):
+                print(f"[app] {task}: {label} x {s.e2e_calls}", flush=True)
+                for i in range(s.e2e_warmup):
+                    call(i)
+                times = []
+                for i in range(s.e2e_calls):
+                    t0 = time.perf_counter()
+                    call(i)
+                    times.append(time.perf_counter() - t0)
+                timings[label] = summarize(times, 1000)
+            timings["endpoints"] = {"gradio": plain, "gradio_gradcam": explained, "rest": f"/api/v1/{task}/predict"}
+            per_task[task] = timings
+        http.close()
+        result["rss_mb_after_calls"] = app.rss_mb()
+        result["e2e"] = per_task
+        return result
+    finally:
+        app.stop()
+        shutil.rmtree(downloads, ignore_errors=True)
+
+
+COLD_START_CODE = r"""
+import json, sys, time
+t_import = time.perf_counter()
+from inference.predictor import load_model
+imported = time.perf_counter() - t_import
+steps = {"import_s": round(imported, 2)}
+for task, image in zip(sys.argv[1::2], sys.argv[2::2]):
+    t0 = time.perf_counter()
+    predictor = load_model(task)
+    steps[f"load_{task}_s"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    label = next(iter(predictor.predict(image).heads.values())).label
+    steps[f"first_predict_{task}_s"] = round(time.perf_counter() - t0, 3)
+    steps[f"backend_{task}"] = predictor.backend
+print("RESULT " + json.dumps(steps), flush=True)
+"""
+
+
+def bench_cold_start(examples: dict[str, list[Path]], s: Settings) -> dict[str, Any]:
+    """Fresh interpreter: import inference, load both models, predict one photo each (timed from the parent)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args = [str(x) for task in TASK_NAMES for x in (task, examples[task][0])]
+    runs = []
+    for i in range(s.cold_runs):
+        print(f"[cold start] run {i + 1}/{s.cold_runs}", flush=True)
+        with tempfile.TemporaryFile("w+") as errors:
+            t0 = time.perf_counter()
+            proc = subprocess.Popen([sys.executable, "-c", COLD_START_CODE, *args], cwd=ROOT, env=env,
+                                    stdout=subprocess.PIPE, stderr=errors, text=True)
+            result = None
+            for line in proc.stdout:
+                if line.startswith("RESULT "):
+                    elapsed = time.perf_counter() - t0
+                    result = {"spawn_to_result_s": round(elapsed, 2), **json.loads(line[7:])}
+                    break
+            proc.stdout.close()
+            proc.wait(timeout=60)
+            errors.seek(0)
+            if result is None:
+                raise RuntimeError(f"cold-start child failed (exit {proc.returncode}):\n{errors.read()[-2000:]}")
+        runs.append(result)
+    worst = max(r["spawn_to_result_s"] for r in runs)
+    return {"what": "fresh `python -c`: import inference, load both models, one prediction each; "
+                    "spawn to result line, timed by the parent",
+            "runs": runs, "spawn_to_result_s": worst}
+
+
+# --------------------------------------------------------------------------------------------
+# Training: fast mode
+# --------------------------------------------------------------------------------------------
+
+def training_defaults():
+    from training.train import parse_args
+
+    return parse_args(["--task", "collectibles", "--data", "unused"])
+
+
+def collectible_samples(data_dir: Path, n: int) -> tuple[list, str, int | None]:
+    """Up to n real collectibles photos spread over the training data (else the example photos),
+    where they come from, and how many photos the training data has (None if not found)."""
+    from training.data import Sample
+
+    manifest = data_dir / "collectibles" / "MANIFEST.csv"
+    rows: list[dict[str, str]] = []
+    base = data_dir / "collectibles"
+    n_data = None
+    if manifest.is_file():
+        with manifest.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if (base / r["image"]).is_file()]
+        origin, n_data = str(manifest), len(rows) or None
+    if not rows:
+        base = ROOT / "examples" / "collectibles"
+        with (base / "MANIFEST.csv").open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if (base / r["image"]).is_file()]
+        origin = f"{base} (training data not found)"
+    step = max(1, len(rows) // n)
+    picked = (rows[::step] * n)[:n] if rows else []
+    samples = [Sample(base / r["image"], {"category": r.get("label") or r.get("category")}, r.get("source", "")) for r in picked]
+    return samples, origin, n_data
+
+
+def bench_training(s: Settings, data_dir: Path) -> dict[str, Any]:
+    import numpy as np
+    import torch
+    from inference.model import ModelConfig, create_eval_transform, create_model
+    from inference.predictor import NUM_THREADS
+    from inference.tasks import get_task
+    from training.augment import PhotoRealism, RealismConfig
+    from training import engine
+    from training.engine import ImageViews, create_train_transform, run_epoch, trainable_parameters
+
+    torch.set_num_threads(NUM_THREADS)
+    args = training_defaults()
+    spec = get_task("collectibles")
+    k = args.frozen_blocks
+    config = ModelConfig.for_task(spec, args.arch, args.image_size)
+    torch.manual_seed(0)
+    model = create_model(config, pretrained=False)   # weights do not change the timing
+
+    samples, origin, n_photos = collectible_samples(data_dir, s.cache_images)
+    n_photos = n_photos or 3535
+    n_val = round(n_photos * args.val_fraction)
+    n_train = n_photos - n_val
+
+    # Caching stage: decode + augment (ImageViews) and the frozen front, per image. Of the
+    # `views` cached training views, `plain_views` skip the photo-realism step (when train.py has
+    # that option; older versions apply it to every view).
+    print(f"[training] caching cost over {len(samples)} real photos", flush=True)
+    realism = PhotoRealism(RealismConfig.preset(args.realism, spec.name)) if args.realism != "none" else None
+    plain_views = min(args.views, getattr(args, "plain_views", 0)) if realism is not None else args.views
+    train_tf, eval_tf = create_train_transform(config.data_config, spec.name), create_eval_transform(config.data_config)
+    half = max(1, len(samples) // 2)
+    kinds = {"train_view_realism": (ImageViews(samples, train_tf, spec.name, 0, realism), len(samples)),
+             "train_view_plain": (ImageViews(samples, train_tf, spec.name, 0), half),
+             "val_view": (ImageViews(samples, eval_tf, spec.name, 0), half),
+             "photo_like_val_view": (ImageViews(samples, eval_tf, spec.name, 1, photo_like=True), half)}
+    per_image: dict[str, float] = {}
+    tensors = []
+    for name, (views, count) in kinds.items():
+        t0 = time.perf_counter()
+        items = [views[i] for i in range(count)]
+        per_image[name] = (time.perf_counter() - t0) / count
+        if name == "train_view_realism":
+            tensors = items
+    batch = torch.stack(tensors)
+    model.eval()
+    with torch.inference_mode():
+        model.forward_front(batch[:4], k)   # warm-up
+        t0 = time.perf_counter()
+        for start in range(0, len(batch), 32):
+            act = model.forward_front(batch[start:start + 32], k)
+        per_image["forward_front"] = (time.perf_counter() - t0) / len(batch)
+    act_shape = tuple(act.shape[1:])
+
+    # One epoch of run_epoch: train pass over the train split, two eval passes over the val split.
+    n_time_train = min(n_train, s.train_subset or n_train)
+    n_time_val = min(n_val, s.train_subset or n_val)
+    print(f"[training] run_epoch on random float16 activations {act_shape}: train {n_time_train}, "
+          f"val 2 x {n_time_val}", flush=True)
+    rng = np.random.default_rng(0)
+    acts = rng.standard_normal((max(n_time_train, n_time_val), *act_shape), dtype=np.float32).astype(np.float16)
+    def targets(n: int) -> dict:
+        return {h: torch.from_numpy(rng.integers(0, len(labels), n)) for h, labels in spec.heads.items()}
+
+    groups = trainable_parameters(model, k)
+    for g in groups:
+        g["lr"] = args.lr * g["lr_scale"]
+    optimizer = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
+    # As train.py feeds it: one of the cached views of each photo per batch (MixedViews) when the
+    # engine has it. The same array stands in for every view: the gather costs the same.
+    mixed = getattr(engine, "MixedViews", None)
+    train_acts = mixed([acts[:n_time_train]] * args.views, 1) if mixed else acts[:n_time_train]
+    t0 = time.perf_counter()
+    run_epoch(model, k, train_acts, targets(n_time_train), spec.loss_weights, None, optimizer, None,
+              args.batch_size, seed=1, label_smoothing=args.label_smoothing)
+    train_pass = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(2):
+        run_epoch(model, k, acts[:n_time_val], targets(n_time_val), spec.loss_weights)
+    val_passes = time.perf_counter() - t0
+    scale_train, scale_val = n_train / n_time_train, n_val / n_time_val
+    epoch_s = train_pass * scale_train + val_passes * scale_val
+
+    front = per_image["forward_front"]
+    cache_s = (n_train * plain_views * (per_image["train_view_plain"] + front)
+               + n_train * (args.views - plain_views) * (per_image["train_view_realism"] + front)
+               + n_val * (per_image["val_view"] + front) + n_val * (per_image["photo_like_val_view"] + front))
+    result = {
+        "task": "collectibles", "defaults": {k_: getattr(args, k_) for k_ in
+                                             ("arch", "image_size", "epochs", "patience", "batch_size", "views",
+                                              "frozen_blocks", "realism", "val_fraction", "workers")},
+        "plain_views": plain_views, "train_batches_mix_views": bool(mixed),
+        "n_train": n_train, "n_val": n_val, "photos_from": origin, "activation_shape": list(act_shape),
+        "measured": {"train_pass_s": round(train_pass, 2), "train_pass_images": n_time_train,
+                     "val_passes_s": round(val_passes, 2), "val_pass_images": n_time_val,
+                     "per_image_ms": {k_: round(v * 1000, 1) for k_, v in per_image.items()},
+                     "caching_photos": len(samples)},
+        "epoch_s": round(epoch_s, 1),
+        "epoch_note": ("measured on the full split" if scale_train == 1 else
+                       f"measured on {n_time_train} train / {n_time_val} val activations, scaled linearly"),
+        "extrapolated": {
+            "cache_s": round(cache_s, 0),
+            "train_s_all_epochs": round(epoch_s * args.epochs, 0),
+            "total_s_upper_bound": round(cache_s + epoch_s * args.epochs, 0),
+            "note": (f"extrapolated: caching {args.views} augmented views of {n_train} train photos + 2 x {n_val} "
+                     f"val views ({plain_views} of the {args.views} train views without photo-realism) at the measured per-image cost (decode/augment and frozen front summed; training "
+                     f"overlaps them with {args.workers} loader worker), plus {args.epochs} epochs (early stopping "
+                     f"can end sooner); calibration, OOD fit, ONNX export and diagnostics not included")},
+    }
+    metrics = ROOT / "runs" / "collectibles" / "metrics.json"
+    if metrics.is_file():
+        try:
+            recorded = json.loads(metrics.read_text()).get("training", {})
+            result["recorded_by_training_run"] = {k_: recorded.get(k_) for k_ in
+                                                  ("seconds_per_epoch", "cache_seconds", "seconds", "epochs_run")}
+        except (OSError, ValueError):
+            pass
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Machine, targets, tables
+# --------------------------------------------------------------------------------------------
+
+def machine_info() -> dict[str, Any]:
+    import psutil
+    import torch
+    from inference.predictor import NUM_THREADS
+
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for pkg in ("torch", "timm", "onnxruntime", "onnx", "gradio", "gradio_client", "numpy", "Pillow"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"cpu_count": os.cpu_count(), "physical_cores": psutil.cpu_count(logical=False), "cpu_model": cpu_model,
+            "memory_gb": round(psutil.virtual_memory().total / 1e9, 1), "torch_threads": torch.get_num_threads(),
+            "inference_threads": NUM_THREADS, "python": platform.python_version(), "platform": platform.platform(),
+            "versions": versions, "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+def evaluate_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    targets = []
+
+    def add(name: str, value: float | None, threshold: float, higher_is_better: bool, unit: str) -> None:
+        ok = None if value is None else (value >= threshold if higher_is_better else value <= threshold)
+        targets.append({"target": name, "value": value, "threshold": threshold,
+                        "rule": ">=" if higher_is_better else "<=", "unit": unit, "pass": ok})
+
+    b4 = r["reference"][B4_NAME]["torch"]["batch1_ms"]["p50"]
+    for task in TASK_NAMES:
+        m = r["models"][task]
+        t, o = m["torch"]["batch1_ms"]["p50"], m["onnx"]["batch1_ms"]["p50"]
+        add(f"{task}: onnxruntime vs our torch eager, batch 1", ratio(t, o), TARGET_ONNX_SPEEDUP, True, "x")
+        add(f"{task}: ours (onnxruntime) vs {B4_NAME} eager, batch 1", ratio(b4, o), TARGET_VS_B4, True, "x")
+        add(f"{task}: ours (torch eager) vs {B4_NAME} eager, batch 1", ratio(b4, t), TARGET_VS_B4, True, "x")
+    if "app" in r:
+        for task in TASK_NAMES:
+            e = r["app"]["e2e"][task]
+            add(f"{task}: end-to-end p50, gradio_client, no Grad-CAM", e["gradio"]["p50"], TARGET_E2E_MS, False, "ms")
+            add(f"{task}: end-to-end p50, gradio_client, with Grad-CAM", e["gradio_gradcam"]["p50"],
+                TARGET_E2E_CAM_MS, False, "ms")
+        rss = max(x for x in (r["app"]["rss_mb_ready"], r["app"]["rss_mb_after_calls"]) if x is not None)
+        add("app RSS with both models loaded (max of ready / after calls)", rss, round(TARGET_RSS_BYTES / MIB, 1),
+            False, "MiB")
+    if "cold_start" in r:
+        add("cold start: process start to first prediction", r["cold_start"]["spawn_to_result_s"],
+            TARGET_COLD_START_S, False, "s")
+    return targets
+
+
+def p50_p95(stats: dict[str, Any] | None) -> str:
+    if not stats:
+        return "–"
+    return f"{fmt_num(stats['p50'])} / {fmt_num(stats['p95'])}"
+
+
+def render_tables(r: dict[str, Any]) -> str:
+    m, b4 = r["models"], r["reference"][B4_NAME]
+    tasks = list(TASK_NAMES)
+    titles = {"collectibles": "Collectibles", "car": "Car condition"}
+    rows = []
+    rows.append(["Model, batch 1, torch eager: p50 / p95 ms", *[p50_p95(m[t]["torch"]["batch1_ms"]) for t in tasks]])
+    rows.append(["Model, batch 1, onnxruntime: p50 / p95 ms", *[p50_p95(m[t]["onnx"]["batch1_ms"]) for t in tasks]])
+    rows.append([f"{B4_NAME} (224 px), batch 1, torch eager: p50 / p95 ms", *[p50_p95(b4["torch"]["batch1_ms"])] * 2])
+    if "onnx" in b4:
+        rows.append([f"{B4_NAME} (224 px), batch 1, onnxruntime: p50 / p95 ms", *[p50_p95(b4["onnx"]["batch1_ms"])] * 2])
+    rows.append(["Throughput, batch 32, torch eager: images/s",
+                 *[fmt_num(m[t]["torch"]["batch32"]["images_per_s"]) for t in tasks]])
+    rows.append(["Throughput, batch 32, onnxruntime: images/s",
+                 *[fmt_num(m[t]["onnx"]["batch32"]["images_per_s"]) for t in tasks]])
+    rows.append([f"Throughput, batch 32, {B4_NAME} torch eager: images/s",
+                 *[fmt_num(b4["torch"]["batch32"]["images_per_s"])] * 2])
+    if "onnx" in b4:
+        rows.append([f"Throughput, batch 32, {B4_NAME} onnxruntime: images/s",
+                     *[fmt_num(b4["onnx"]["batch32"]["images_per_s"])] * 2])
+    b4_p50 = b4["torch"]["batch1_ms"]["p50"]
+    rows.append(["Speed-up onnxruntime vs our torch eager, batch 1",
+                 *[fmt_ratio(ratio(m[t]["torch"]["batch1_ms"]["p50"], m[t]["onnx"]["batch1_ms"]["p50"])) for t in tasks]])
+    rows.append([f"Speed-up vs {B4_NAME} eager, batch 1: ours torch / ours onnxruntime",
+                 *[f"{fmt_ratio(ratio(b4_p50, m[t]['torch']['batch1_ms']['p50']))} / "
+                   f"{fmt_ratio(ratio(b4_p50, m[t]['onnx']['batch1_ms']['p50']))}" for t in tasks]])
+    if "app" in r:
+        e = r["app"]["e2e"]
+        rows.append(["End to end, gradio_client, no Grad-CAM: p50 / p95 ms", *[p50_p95(e[t]["gradio"]) for t in tasks]])
+        rows.append(["End to end, gradio_client, with Grad-CAM: p50 / p95 ms",
+                     *[p50_p95(e[t]["gradio_gradcam"]) for t in tasks]])
+        rows.append(["End to end, REST: p50 / p95 ms", *[p50_p95(e[t]["rest"]) for t in tasks]])
+    per_task = markdown_table(["Measure", *[titles[t] for t in tasks]], rows)
+
+    rows = []
+    if "cold_start" in r:
+        c = r["cold_start"]
+        rows.append(["Cold start: new process to first prediction (import, load both models, predict)",
+                     f"{fmt_num(c['spawn_to_result_s'], 2)} s"])
+    if "app" in r:
+        a = r["app"]
+        cache = "example cache present" if a["example_cache_present_before_start"] else "examples cached at start"
+        rows.append([f"App start to ready (`/api/v1/health` 200; {cache})", f"{fmt_num(a['ready_s'], 1)} s"])
+        rows.append(["App resident memory (RSS, incl. children): both models loaded / after the calls",
+                     f"{fmt_num(a['rss_mb_ready'], 0)} / {fmt_num(a['rss_mb_after_calls'], 0)} MiB"])
+    if "training" in r:
+        tr = r["training"]
+        ex = tr["extrapolated"]
+        rows.append([f"Training, fast mode, one epoch ({tr['n_train']} train + 2 x {tr['n_val']} val cached "
+                     f"activations, collectibles)", f"{fmt_num(tr['epoch_s'], 1)} s"])
+        rows.append([f"Training, fast mode, full default run ({tr['defaults']['views']} views, "
+                     f"{tr['defaults']['epochs']} epochs), extrapolated", f"≈ {fmt_num(ex['total_s_upper_bound'] / 60, 0)} min "
+                     f"(caching ≈ {fmt_num(ex['cache_s'] / 60, 0)} min)"])
+    overall = markdown_table(["Measure", "Value"], rows)
+
+    targets = markdown_table(["Target (issue 5)", "Measured", "Result"],
+                             [[f"{t['target']} {t['rule']} {fmt_num(t['threshold'], 1)} {t['unit']}",
+                               f"{fmt_num(t['value'], 2)} {t['unit']}", pass_fail(t["pass"])] for t in r["targets"]],
+                             align=["l", "r", "l"])
+    mi = r["machine"]
+    header = (f"Measured {r['generated'][:10]} on {mi['cpu_count']} CPU cores ({mi['cpu_model'] or 'unknown CPU'}), "
+              f"{mi['inference_threads']} inference threads, torch {mi['versions']['torch']}, onnxruntime "
+              f"{mi['versions']['onnxruntime']}; load average at start {mi['load_average_at_start'][0]}"
+              f"{' (NOT IDLE: figures distorted by other work)' if mi['load_average_at_start'][0] > BUSY_LOAD else ''}"
+              f"{'; quick run, few repetitions' if r['quick'] else ''}. Model-only figures use preprocessed real "
+              f"photos; {B4_NAME} has random weights. The app served: "
+              + "; ".join(f"{t}: {d}" for t, d in r.get("app", {}).get("serving", {}).items()) + ".")
+    return "\n\n".join([header, per_task, overall, targets])
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="few repetitions (rough figures, ~1.5 min)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT.relative_to(ROOT)})")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                   help="training data root with collectibles/ (for the caching cost; default ../shared/data)")
+    p.add_argument("--skip-app", action="store_true", help="no end-to-end / app memory measurements")
+    p.add_argument("--skip-training", action="store_true", help="no training-time measurement")
+    p.add_argument("--b4-onnx", choices=("auto", "yes", "no"), default="auto",
+                   help=f"also time {B4_NAME} in onnxruntime (auto: full runs only)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Before huggingface_hub / tqdm are first imported (all heavy imports are inside functions):
+    # no Hub probe (the bundled or cached checkpoints serve, as in the tests; no internet here),
+    # no progress bars from training.engine.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    s = Settings(args.quick)
+    examples = require_examples()
+    started = time.perf_counter()
+    results: dict[str, Any] = {"generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                               "quick": args.quick, "command": "python -m benchmarks.run " + " ".join(argv or sys.argv[1:]),
+                               "machine": machine_info(),
+                               "environment": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE")},
+                               "settings": vars(s)}
+    load = results["machine"]["load_average_at_start"][0]
+    if load > BUSY_LOAD:
+        print(f"warning: load average {load:.2f} at start: another job is using the CPU, the figures will not "
+              "be representative", file=sys.stderr, flush=True)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-onnx-"))
+    sections: dict[str, float] = {}
+    results["section_seconds"] = sections
+
+    def section(name: str, fn: Callable[[], Any]) -> None:
+        t0 = time.perf_counter()
+        results[name] = fn()
+        sections[name] = round(time.perf_counter() - t0, 1)
+
+    try:
+        # Cold start first: the page cache is what any later start would see too.
+        section("cold_start", lambda: bench_cold_start(examples, s))
+        section("models", lambda: bench_models(examples, s, workdir))
+        with_b4_onnx = args.b4_onnx == "yes" or (args.b4_onnx == "auto" and not args.quick)
+        section("reference", lambda: {B4_NAME: bench_b4(s, workdir, with_b4_onnx)})
+        if not args.skip_app:
+            section("app", lambda: bench_app(examples, s))
+        if not args.skip_training:
+            section("training", lambda: bench_training(s, args.data))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["targets"] = evaluate_targets(results)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    results["markdown"] = render_tables(results)
+    write_json(args.out, results)
+    print()
+    print(results["markdown"])
+    print()
+    if "training" in results:
+        print(f"Training: {results['training']['epoch_note']}; {results['training']['extrapolated']['note']}.")
+    print(f"Wrote {args.out} in {results['seconds']:.0f} s.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
