@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -41,16 +40,6 @@ from training.report import group_accuracy, summarize
 EXIT_ERROR = 2
 CONDITIONS = ("plain", "photo_like")
 PHOTO_LIKE_SEED = 20_000   # not a seed training uses for its own photo-like views
-
-
-class _DropSkipListing(logging.Filter):
-    """training.data logs the first skipped files; this CLI lists them all itself, once."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("skipped %d image")
-
-
-_SKIP_FILTER = _DropSkipListing()
 
 
 def group_keys(samples: Sequence[Any], column: str) -> list[str]:
@@ -216,7 +205,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return EXIT_ERROR
 
-    logging.getLogger("training.data").addFilter(_SKIP_FILTER)   # idempotent
     try:
         label_map = load_label_map(args.label_map) if args.label_map else None
         # min_per_class=0: an evaluation set may lack a class (only coins, only damaged cars).
