@@ -7,6 +7,7 @@ heavy imports, so the tests can exercise them cheaply.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import shutil
@@ -259,3 +260,10 @@ class AppProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)

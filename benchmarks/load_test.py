@@ -23,7 +23,6 @@ check fails. New requests stop at `--max-seconds` (whole run), in-flight ones ge
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import sys
@@ -36,7 +35,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from benchmarks.common import RESULTS, ROOT, TASK_NAMES, AppProcess, check_loopback, fmt_num, markdown_table, \
-    pid_listening_on, require_examples, rss_mb, summarize
+    pid_listening_on, require_examples, rss_mb, summarize, write_json
 
 sys.path.insert(0, str(ROOT / "tests"))
 import bad_inputs as bad_catalogue  # noqa: E402  (tests/bad_inputs.py: the shared catalogue of awkward uploads)
@@ -473,13 +472,6 @@ def render(report: dict[str, Any]) -> str:
         for item in items[:10]:
             lines.append(f"  {kind}: {item}")
     return "\n".join(lines)
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

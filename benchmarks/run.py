@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks.common import RESULTS, ROOT, TASK_NAMES, AppProcess, fmt_num, fmt_ratio, markdown_table, \
-    pass_fail, ratio, require_examples, summarize
+    pass_fail, ratio, require_examples, summarize, write_json
 
 DEFAULT_OUT = RESULTS / "latest.json"
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -597,13 +597,6 @@ def render_tables(r: dict[str, Any]) -> str:
               f"photos; {B4_NAME} has random weights. The app served: "
               + "; ".join(f"{t}: {d}" for t, d in r.get("app", {}).get("serving", {}).items()) + ".")
     return "\n\n".join([header, per_task, overall, targets])
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

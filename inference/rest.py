@@ -158,22 +158,22 @@ def _renderer(fmt: str, mobile: bool) -> Callable[[Prediction], dict[str, Any]] 
     return None
 
 
-@router.post("/car/predict", summary="Car cleanliness and damage (seed REST / mobile format)")
-async def car_predict(request: Request, format: str = "default") -> JSONResponse:
-    render = _renderer(format, mobile=True)
+async def _predict(request: Request, task: str, fmt: str, mobile: bool) -> JSONResponse:
+    render = _renderer(fmt, mobile)
     if render is None:
         await _drain(request)
-        return error_response("Unknown format: use format=default or format=mobile.", 400)
-    return await _run(request, "car", render)
+        return error_response(f"Unknown format: use format=default{' or format=mobile' if mobile else ''}.", 400)
+    return await _run(request, task, render)
+
+
+@router.post("/car/predict", summary="Car cleanliness and damage (seed REST / mobile format)")
+async def car_predict(request: Request, format: str = "default") -> JSONResponse:
+    return await _predict(request, "car", format, mobile=True)
 
 
 @router.post("/collectibles/predict", summary="Collectible category: label, confidence, probabilities")
 async def collectibles_predict(request: Request, format: str = "default") -> JSONResponse:
-    render = _renderer(format, mobile=False)
-    if render is None:
-        await _drain(request)
-        return error_response("Unknown format: use format=default.", 400)
-    return await _run(request, "collectibles", render)
+    return await _predict(request, "collectibles", format, mobile=False)
 
 
 @router.get("/health", summary="Which checkpoint serves each task")

@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from inference.hub import HUB_TIMEOUT, within  # noqa: E402
 from inference.images import ImageError, load_image  # noqa: E402
 from inference.tasks import TASKS  # noqa: E402
 
@@ -35,7 +36,8 @@ def manifest_files(task: str) -> list[str]:
 def from_hub(repo_id: str, wanted: list[str]) -> Path | None:
     from huggingface_hub import snapshot_download
     try:
-        return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=wanted, etag_timeout=5))
+        return Path(within(HUB_TIMEOUT * 6, snapshot_download, repo_id, repo_type="dataset",
+                           allow_patterns=wanted, etag_timeout=HUB_TIMEOUT))
     except Exception as err:  # offline, unknown repo, timeout: try the next source
         print(f"examples: Hub dataset {repo_id} unavailable ({type(err).__name__})", file=sys.stderr)
         return None
