@@ -57,17 +57,38 @@ def class_weights(spec: TaskSpec, targets: dict[str, torch.Tensor]) -> dict[str,
     return weights
 
 
+def source_weights(spec: TaskSpec, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+    """Per photo and head, 1/sqrt(size of its (source, label) group), mean 1 over known labels.
+
+    A label that one source supplies in bulk (showroom 'intact', web 'damaged') then weighs no more
+    than the few photos of a source that has both labels in the same style, so the head learns the
+    damage rather than the photo style.
+    """
+    out = {}
+    for h in spec.heads:
+        groups = [(s.source, s.labels[h]) for s in samples]
+        counts = {g: groups.count(g) for g in set(groups)}
+        w = torch.tensor([0.0 if label is None else counts[(src, label)] ** -0.5 for src, label in groups])
+        known = w > 0
+        w[known] = w[known] / w[known].mean()
+        out[h] = w
+    return out
+
+
 def multitask_loss(logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
                    loss_weights: dict[str, float], weights: dict[str, torch.Tensor] | None = None,
-                   label_smoothing: float = 0.0) -> torch.Tensor:
+                   label_smoothing: float = 0.0,
+                   sample_weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Weighted sum of per-head cross-entropy; photos with an unknown label skip that head only."""
     total = logits[next(iter(logits))].new_zeros(())
     for h, out in logits.items():
         known = targets[h] != UNKNOWN
         if known.any():
-            total = total + loss_weights[h] * F.cross_entropy(
-                out[known], targets[h][known], label_smoothing=label_smoothing,
-                weight=None if weights is None else weights[h])
+            losses = F.cross_entropy(out[known], targets[h][known], label_smoothing=label_smoothing,
+                                     weight=None if weights is None else weights[h], reduction="none")
+            if sample_weights is not None:
+                losses = losses * sample_weights[h][known]
+            total = total + loss_weights[h] * losses.mean()
     return total
 
 
@@ -194,7 +215,7 @@ def run_epoch(model: MultiHeadModel, frozen_blocks: int, activations: np.ndarray
               targets: dict[str, torch.Tensor], loss_weights: dict[str, float],
               weights: dict[str, torch.Tensor] | None = None, optimizer: torch.optim.Optimizer | None = None,
               scheduler=None, batch_size: int = 64, seed: int = 0, desc: str = "",
-              label_smoothing: float = 0.0) -> EpochResult:
+              label_smoothing: float = 0.0, sample_weights: dict[str, torch.Tensor] | None = None) -> EpochResult:
     """One pass over cached activations: trains when an optimizer is given, else evaluates."""
     train = optimizer is not None
     set_train_mode(model, frozen_blocks, train)
@@ -213,7 +234,8 @@ def run_epoch(model: MultiHeadModel, frozen_blocks: int, activations: np.ndarray
         with torch.set_grad_enabled(train):
             features = model.forward_tail(x, frozen_blocks)
             logits = model.classify(features)
-            loss = multitask_loss(logits, y, loss_weights, weights, label_smoothing if train else 0.0)
+            loss = multitask_loss(logits, y, loss_weights, weights, label_smoothing if train else 0.0,
+                                  {h: w[idx] for h, w in sample_weights.items()} if train and sample_weights else None)
         if train:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -34,7 +34,7 @@ from training import diagnostics, report
 from training.augment import PRESETS, SWITCHES as REALISM_SWITCHES, PhotoRealism, RealismConfig
 from training.data import DataError, grouped_split, load_dataset, load_label_map
 from training.engine import ImageViews, cache_front, class_weights, cosine_with_warmup, \
-    create_train_transform, MixedViews, run_epoch, targets_for, trainable_parameters, UNKNOWN
+    create_train_transform, MixedViews, run_epoch, source_weights, targets_for, trainable_parameters, UNKNOWN
 from training.publish import PublishError, push_to_hub
 
 log = logging.getLogger("training")
@@ -54,6 +54,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--source-balance", action="store_true",
+                   help="weight each photo by 1/sqrt of its (source, label) group's size, so a label that "
+                        "one source supplies in bulk is not learned from that source's photo style (car: "
+                        "photo-like val up, plain cleanliness down 4 points, so not the default)")
     p.add_argument("--views", type=int, default=5, help="augmented views per training photo to cache")
     p.add_argument("--plain-views", type=int, default=1,
                    help="how many of those views skip the photo-realism step (timm's augmentation only)")
@@ -164,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
     train_y, val_y = targets_for(spec, train), targets_for(spec, val)
     weights = class_weights(spec, train_y)
+    per_photo = source_weights(spec, train) if args.source_balance else None
     groups = trainable_parameters(model, k)
     for g in groups:
         g["lr"] = args.lr * g["lr_scale"]
@@ -191,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         tr = run_epoch(model, k, MixedViews(train_views, args.seed * 7919 + epoch), train_y, loss_weights, weights,
                        optimizer, scheduler, args.batch_size, seed=args.seed + epoch,
-                       desc=f"epoch {epoch}/{args.epochs} train", label_smoothing=args.label_smoothing)
+                       desc=f"epoch {epoch}/{args.epochs} train", label_smoothing=args.label_smoothing,
+                       sample_weights=per_photo)
         va = run_epoch(model, k, val_acts, val_y, loss_weights, weights, desc="val")
         vp = run_epoch(model, k, photo_acts, val_y, loss_weights, weights, desc="photo-like val")
         # Selection uses both: plain scans and photo-like views of the same validation photos.
