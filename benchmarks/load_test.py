@@ -379,12 +379,13 @@ def run_load_test(url: str, pid: int | None, clients: int = 8, requests: int = 4
             elif (why := compare(baseline[("gradio", upload.name)], answer)):
                 cross.append({"input": upload.name, "detail": f"Grad-CAM endpoint vs plain: {why}"})
 
-        # 2. A short concurrent warm-up (per round, `clients` requests of every valid kind):
-        #    checked like the rest, left out of the latency and memory figures, so the memory
-        #    comparison sees steady state rather than the first concurrent use of each code path.
+        # 2. A short concurrent warm-up (per round, every valid input through every door, from
+        #    `clients` clients): checked like the rest, left out of the latency and memory figures,
+        #    so the memory comparison sees steady state rather than the first concurrent use of
+        #    each code path and image size (allocator high-water marks are not leaks).
         doors += [Door(url, downloads) for _ in range(clients - 1)]
-        warm = [Request("valid", channel, task, gradcam, next(u for u in valid if u.task == task))
-                for _ in range(warmup_rounds * clients) for task in TASK_NAMES
+        warm = [Request("valid", channel, upload.task, gradcam, upload)
+                for _ in range(warmup_rounds) for upload in valid
                 for channel, gradcam in (("gradio", True), ("gradio", False), ("rest", False))]
         log(f"warm-up: {len(warm)} concurrent requests from {clients} clients")
         warm_outcomes, _, warm_stuck, _ = run_phase(warm, doors, baseline, deadline)
