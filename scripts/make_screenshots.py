@@ -49,6 +49,17 @@ def landscape(size: tuple[int, int] = (480, 320)) -> Image.Image:
     return Image.fromarray(np.uint8(np.where((y > hills)[..., None], grass, sky)))
 
 
+def screenshot_above_examples(page, path: Path) -> None:
+    """Screenshot of the visible tab, cut off above its example gallery (third-party thumbnails)."""
+    width = page.viewport_size["width"]
+    height = page.viewport_size["height"]
+    for label in page.get_by_text("Examples (click one)").all():
+        box = label.bounding_box()
+        if box and label.is_visible():
+            height = min(height, int(box["y"]) - 8)
+    page.screenshot(path=str(path), clip={"x": 0, "y": 0, "width": width, "height": height})
+
+
 def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import expect, sync_playwright
 
@@ -68,12 +79,12 @@ def main(argv: list[str] | None = None) -> int:
             page.locator("#collectibles-image input[type=file]").set_input_files(str(coins))
             expect(page.locator("#collectibles-cam img")).to_be_visible(timeout=90_000)
             page.wait_for_timeout(1500)
-            page.screenshot(path=str(args.out / "screenshot_collectibles.png"))
+            screenshot_above_examples(page, args.out / "screenshot_collectibles.png")
             page.get_by_role("tab", name="Car condition").click()
             page.locator("#car-image input[type=file]").set_input_files(str(field))
             expect(page.locator("#car-cam-damage img")).to_be_visible(timeout=90_000)
             page.wait_for_timeout(1500)
-            page.screenshot(path=str(args.out / "screenshot_car.png"))
+            screenshot_above_examples(page, args.out / "screenshot_car.png")
             browser.close()
     print(f"screenshots in {args.out}")
     return 0
