@@ -256,3 +256,21 @@ def test_checkpoint_for_another_task_is_refused(car_copy):
 def test_missing_folder_names_it(tmp_path):
     with pytest.raises(CheckpointError, match="missing"):
         load_checkpoint(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_served_probabilities_are_temperature_calibrated(task):
+    """The fitted temperatures (config.json) are applied to the real photos' logits."""
+    from inference.predictor import softmax
+
+    predictor = load_model(task)
+    paths = [EXAMPLES / task / r["image"] for r in example_rows(task)]
+    _, logits = predictor.forward(predictor.preprocess(paths))
+    served = predictor.predict_batch(paths)
+    for head, labels in predictor.config.heads.items():
+        temperature = predictor.config.temperature[head]
+        assert temperature != 1.0, f"{head}: no temperature was fitted"
+        expected = softmax(logits[head], temperature)
+        got = np.array([[p.heads[head].probabilities[label] for label in labels] for p in served])
+        assert np.abs(got - expected).max() < 1e-5
+        assert np.abs(got - softmax(logits[head])).max() > 1e-3, "calibration made no difference"
