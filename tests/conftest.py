@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,23 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.common import free_port, log_tail
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
 EXAMPLES = ROOT / "examples"
 STARTUP_TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 @pytest.fixture(scope="session")
@@ -61,14 +49,14 @@ def app_url(tmp_path_factory) -> str:
     try:
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"app.py exited with code {proc.returncode} during start-up:\n{_log_tail(log_path)}")
+                pytest.fail(f"app.py exited with code {proc.returncode} during start-up:\n{log_tail(log_path)}")
             try:
                 if httpx.get(f"{url}/api/v1/health", timeout=5).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"app.py did not answer /api/v1/health within {STARTUP_TIMEOUT_S} s:\n{_log_tail(log_path)}")
+                pytest.fail(f"app.py did not answer /api/v1/health within {STARTUP_TIMEOUT_S} s:\n{log_tail(log_path)}")
             time.sleep(0.5)
         yield url
     finally:
