@@ -95,10 +95,6 @@ class MultiHeadModel(nn.Module):
         self.dropout = nn.Dropout(drop_rate)
         self.heads = nn.ModuleDict({h: nn.Linear(self.backbone.num_features, n) for h, n in heads.items()})
 
-    @property
-    def num_blocks(self) -> int:
-        return len(self.backbone.blocks)
-
     def forward_front(self, x: torch.Tensor, frozen_blocks: int) -> torch.Tensor:
         """Stem and the first `frozen_blocks` stages: the part fast training keeps frozen."""
         b = self.backbone
