@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import csv
 import ctypes
 import hashlib
 import html
@@ -48,12 +47,11 @@ from inference.images import MAX_FILE_BYTES, ImageError, load_image
 from inference.model import CheckpointError
 from inference.payloads import client_payload, driver_summary
 from inference.predictor import Prediction, Predictor, load_model
-from inference.tasks import SAFETY_LEVELS, TASKS, get_task
+from inference.tasks import EXAMPLES_DIR as EXAMPLES, SAFETY_LEVELS, TASKS, example_manifest, get_task
 
 log = logging.getLogger("app")
 
 ROOT = Path(__file__).resolve().parent
-EXAMPLES = ROOT / "examples"
 QUEUE_CONCURRENCY = int(os.environ.get("QUEUE_CONCURRENCY", 2))
 QUEUE_MAX_SIZE = int(os.environ.get("QUEUE_MAX_SIZE", 64))
 DEFAULT_PORT = 7860
@@ -252,12 +250,7 @@ def batch_predict(task: str, files: list[str] | None):
 def example_files(task: str) -> list[str]:
     """Example images listed in examples/<task>/<manifest>.csv that are actually present."""
     folder = EXAMPLES / task
-    manifests = sorted(folder.glob("*.csv"))
-    if not manifests:
-        return []
-    with manifests[0].open(newline="") as f:
-        names = [row.get("image", "") for row in csv.DictReader(f)]
-    return [str(folder / n) for n in names if n and "/" not in n and (folder / n).is_file()]
+    return [str(folder / row["image"]) for row in example_manifest(task) if (folder / row["image"]).is_file()]
 
 
 def examples_cache_folder() -> Path:

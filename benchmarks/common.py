@@ -6,7 +6,6 @@ heavy imports, so the tests can exercise them cheaply.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -20,8 +19,9 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 from urllib.parse import urlparse
 
+from inference.tasks import EXAMPLES_DIR as EXAMPLES, example_manifest
+
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
 RESULTS = ROOT / "benchmarks" / "results"
 TASK_NAMES = ("collectibles", "car")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -111,14 +111,8 @@ def check_loopback(url: str) -> str:
 def example_images(task: str) -> list[Path]:
     """examples/<task>/*.jpg listed in the task's manifest (else all jpgs), sorted; may be empty."""
     folder = EXAMPLES / task
-    manifests = sorted(folder.glob("*.csv"))
-    if manifests:
-        with manifests[0].open(newline="") as f:
-            names = [row.get("image", "") for row in csv.DictReader(f)]
-        paths = [folder / n for n in names if n and (folder / n).is_file()]
-        if paths:
-            return paths
-    return sorted(folder.glob("*.jpg"))
+    paths = [folder / row["image"] for row in example_manifest(task) if (folder / row["image"]).is_file()]
+    return paths or sorted(folder.glob("*.jpg"))
 
 
 def require_examples() -> dict[str, list[Path]]:

@@ -5,11 +5,13 @@ entry in TASKS and nothing else.
 """
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_CHECKPOINTS = REPO_ROOT / "checkpoints"
+EXAMPLES_DIR = REPO_ROOT / "examples"
 DEFAULT_ARCHITECTURE = "tf_efficientnet_lite0"
 
 
@@ -83,3 +85,16 @@ def get_task(name: str) -> TaskSpec:
         return TASKS[name]
     except KeyError:
         raise ValueError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}") from None
+
+
+def example_manifest(task: str) -> list[dict[str, str]]:
+    """Rows of examples/<task>/<manifest>.csv (image file name, expected labels, source); [] if none.
+
+    Only plain file names count (never a path). The images themselves are not in git:
+    scripts/fetch_examples.py puts them in place.
+    """
+    manifests = sorted((EXAMPLES_DIR / task).glob("*.csv"))
+    if not manifests:
+        return []
+    with manifests[0].open(newline="") as f:
+        return [row for row in csv.DictReader(f) if row.get("image") and "/" not in row["image"]]

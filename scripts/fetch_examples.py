@@ -7,7 +7,6 @@ are kept. The app runs without examples, so a missing source is a warning, not a
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import shutil
 import sys
@@ -18,19 +17,10 @@ sys.path.insert(0, str(ROOT))
 
 from inference.hub import HUB_TIMEOUT, within  # noqa: E402
 from inference.images import ImageError, load_image  # noqa: E402
-from inference.tasks import TASKS  # noqa: E402
+from inference.tasks import EXAMPLES_DIR as EXAMPLES, TASKS, example_manifest  # noqa: E402
 
-EXAMPLES = ROOT / "examples"
 HUB_DATASET = "hf-dataset:image-understanding-space/space-examples"
 LOCAL_FALLBACK = ROOT.parent / "shared" / "examples"
-
-
-def manifest_files(task: str) -> list[str]:
-    manifests = sorted((EXAMPLES / task).glob("*.csv"))
-    if not manifests:
-        return []
-    with manifests[0].open(newline="") as f:
-        return [row["image"] for row in csv.DictReader(f)]
 
 
 def from_hub(repo_id: str, wanted: list[str]) -> Path | None:
@@ -44,7 +34,7 @@ def from_hub(repo_id: str, wanted: list[str]) -> Path | None:
 
 
 def fetch(source: str | None = None) -> int:
-    wanted = {task: [f"{task}/{name}" for name in manifest_files(task)] for task in TASKS}
+    wanted = {task: [f"{task}/{row['image']}" for row in example_manifest(task)] for task in TASKS}
     missing = [rel for rels in wanted.values() for rel in rels if not (EXAMPLES / rel).is_file()]
     if not missing:
         return 0

@@ -7,7 +7,6 @@ tests/artifacts/app.log, whose tail is shown if it fails to start.
 """
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
@@ -18,10 +17,10 @@ import httpx
 import pytest
 
 from benchmarks.common import free_port, log_tail
+from inference.tasks import EXAMPLES_DIR as EXAMPLES, example_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
-EXAMPLES = ROOT / "examples"
 STARTUP_TIMEOUT_S = 120
 
 
@@ -69,11 +68,7 @@ def app_url(tmp_path_factory) -> str:
 
 
 def _manifest(task: str) -> list[dict[str, str]]:
-    manifests = sorted((EXAMPLES / task).glob("*.csv"))
-    if not manifests:
-        return []
-    with manifests[0].open(newline="") as f:
-        return [row for row in csv.DictReader(f) if (EXAMPLES / task / row["image"]).is_file()]
+    return [row for row in example_manifest(task) if (EXAMPLES / task / row["image"]).is_file()]
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """The inference package on the real bundled checkpoints and real example photos."""
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import socket
@@ -18,17 +17,14 @@ from PIL import Image
 from inference.hub import CheckpointSource
 from inference.model import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_checkpoint
 from inference.predictor import Predictor, load_model, predict
-from inference.tasks import TASKS, get_task
+from inference.tasks import EXAMPLES_DIR as EXAMPLES, TASKS, example_manifest, get_task
 from training.ood_sets import generated_photos
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
 
 
 def example_rows(task: str) -> list[dict]:
-    manifest = next((EXAMPLES / task).glob("*.csv"))
-    with manifest.open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if (EXAMPLES / task / r["image"]).is_file()]
+    rows = [r for r in example_manifest(task) if (EXAMPLES / task / r["image"]).is_file()]
     if not rows:
         pytest.skip(f"no example images in {EXAMPLES / task} (run scripts/fetch_examples.py)")
     return rows
@@ -51,16 +47,10 @@ KNOWN_MISSES = {
 }
 
 
-def manifest_rows(task: str) -> list[dict]:
-    manifest = next((EXAMPLES / task).glob("*.csv"))
-    with manifest.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
 EXAMPLE_CASES = [pytest.param(task, row, id=f"{task}-{row['image']}",
                               marks=[pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[task, row["image"]])]
                               if (task, row["image"]) in KNOWN_MISSES else [])
-                 for task in sorted(TASKS) for row in manifest_rows(task)]
+                 for task in sorted(TASKS) for row in example_manifest(task)]
 
 
 @pytest.mark.parametrize("task,row", EXAMPLE_CASES)
