@@ -111,15 +111,17 @@ def run(task: str, path: str | None) -> tuple[Image.Image, Prediction, Predictor
         raise user_error(err.message) from None
 
 
-def overlay(predictor: Predictor, photo: Image.Image, head: str, prediction: Prediction) -> str:
-    """The Grad-CAM overlay as a uniquely named PNG file.
+def overlays(predictor: Predictor, photo: Image.Image, prediction: Prediction) -> list[str]:
+    """Grad-CAM overlays of every head's predicted label, as uniquely named JPEG files.
 
-    Returned as a path, Gradio copies it into its cache atomically; a PIL image would be written
+    Returned as paths, Gradio copies them into its cache atomically; a PIL image would be written
     under a content-hash name, which two concurrent requests for the same photo overwrite while
-    the other is being downloaded.
+    the other is being downloaded. JPEG: the overlay is a photo, and encodes ~10x faster than PNG.
     """
-    image = explainer_for(predictor).overlay(photo, head, prediction.heads[head].label)[0]
-    return output_file("heatmap.png", image.save)
+    labels = {head: p.label for head, p in prediction.heads.items()}
+    images = explainer_for(predictor).overlays(photo, labels)
+    return [output_file(f"heatmap-{head}.jpg", lambda path, im=im: im.save(path, quality=90))
+            for head, im in images.items()]
 
 
 def label_value(prediction: Prediction, head: str) -> dict[str, float]:
@@ -172,7 +174,7 @@ def classify_ui(path: str | None, show_cam: bool = True):
     photo, prediction, predictor = run(COLLECTIBLES.name, path)
     if not prediction.in_domain:
         gr.Warning(COLLECTIBLES.ood_message)
-    cam = overlay(predictor, photo, CATEGORY, prediction) if show_cam else None
+    cam = overlays(predictor, photo, prediction)[0] if show_cam else None
     return ood_notice(prediction), label_component(prediction, CATEGORY, "Category"), cam
 
 
@@ -180,7 +182,7 @@ def assess_ui(path: str | None, show_cam: bool = True):
     photo, prediction, predictor = run(CAR.name, path)
     if not prediction.in_domain:
         gr.Warning(CAR.ood_message)
-    cams = [overlay(predictor, photo, head, prediction) if show_cam else None for head in CAR.head_names]
+    cams = overlays(predictor, photo, prediction) if show_cam else [None] * len(CAR.head_names)
     labels = [label_component(prediction, head, head_title(head)) for head in CAR.head_names]
     return (car_summary(prediction), *labels, *cams)
 
@@ -193,7 +195,7 @@ def classify_collectible(image: str) -> dict[str, Any]:
 def classify_collectible_explained(image: str):
     """The classify_collectible JSON plus the Grad-CAM overlay for the predicted category."""
     photo, prediction, predictor = run(COLLECTIBLES.name, image)
-    return client_payload(prediction), overlay(predictor, photo, CATEGORY, prediction)
+    return client_payload(prediction), *overlays(predictor, photo, prediction)
 
 
 def assess_car(image: str) -> dict[str, Any]:
@@ -204,7 +206,7 @@ def assess_car(image: str) -> dict[str, Any]:
 def assess_car_explained(image: str):
     """The assess_car JSON plus one Grad-CAM overlay per head (cleanliness, damage)."""
     photo, prediction, predictor = run(CAR.name, image)
-    return (client_payload(prediction), *[overlay(predictor, photo, head, prediction) for head in CAR.head_names])
+    return client_payload(prediction), *overlays(predictor, photo, prediction)
 
 
 _output_dir: Path | None = None
@@ -330,7 +332,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Column():
                     c_notice = gr.Markdown(elem_id="collectibles-notice")
                     c_label = gr.Label(num_top_classes=5, label="Category", elem_id="collectibles-label")
-                    c_overlay = gr.Image(label="Grad-CAM heat map", format="png", interactive=False,
+                    c_overlay = gr.Image(label="Grad-CAM heat map", format="jpeg", interactive=False,
                                          elem_id="collectibles-cam")
             c_outputs = [c_notice, c_label, c_overlay]
             wire(c_image, c_button, classify_ui, [c_image, c_cam], c_outputs)
@@ -350,7 +352,7 @@ def build_demo() -> gr.Blocks:
                     k_labels = [gr.Label(num_top_classes=len(CAR.heads[h]), label=head_title(h), elem_id=f"car-{h}")
                                 for h in CAR.head_names]
             with gr.Row():
-                k_overlays = [gr.Image(label=f"Grad-CAM: {h}", format="png", interactive=False, elem_id=f"car-cam-{h}")
+                k_overlays = [gr.Image(label=f"Grad-CAM: {h}", format="jpeg", interactive=False, elem_id=f"car-cam-{h}")
                               for h in CAR.head_names]
             k_outputs = [k_summary, *k_labels, *k_overlays]
             wire(k_image, k_button, assess_ui, [k_image, k_cam], k_outputs)
@@ -377,8 +379,8 @@ def build_demo() -> gr.Blocks:
         with gr.Column(visible=False):
             a_image = photo_input(label="image")
             a_json = gr.JSON(label="result")
-            a_overlays = [gr.Image(label=f"overlay_{h}", format="png") for h in CAR.head_names]
-            a_overlay = gr.Image(label="overlay", format="png")
+            a_overlays = [gr.Image(label=f"overlay_{h}", format="jpeg") for h in CAR.head_names]
+            a_overlay = gr.Image(label="overlay", format="jpeg")
             for name, fn, outputs in (
                 ("classify_collectible", classify_collectible, [a_json]),
                 ("classify_collectible_explained", classify_collectible_explained, [a_json, a_overlay]),

@@ -1,8 +1,9 @@
-"""Grad-CAM heat maps for one head of a multi-head model (pytorch_grad_cam)."""
+"""Grad-CAM heat maps for the heads of a multi-head model (pytorch_grad_cam)."""
 from __future__ import annotations
 
 import copy
 from functools import lru_cache
+from itertools import accumulate
 from typing import Any
 
 import matplotlib
@@ -20,40 +21,62 @@ from inference.predictor import Predictor, load_model
 OVERLAY_MAX_SIDE = 512
 
 
-class HeadOutput(nn.Module):
-    """Expose one head's logits, so a CAM targets that head only."""
+class AllHeads(nn.Module):
+    """Every head's logits side by side, so each CAM target picks one head's class by its offset."""
 
-    def __init__(self, model: MultiHeadModel, head: str):
+    def __init__(self, model: MultiHeadModel):
         super().__init__()
-        self.model, self.head = model, head
+        self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)[self.head]
+        return torch.cat(list(self.model(x).values()), dim=1)
 
 
 class Explainer:
-    """Grad-CAM on a private copy of a predictor's model (its hooks never see other requests)."""
+    """Grad-CAM on a model no prediction runs through, so its hooks never see other requests:
+    the predictor's own torch model when onnxruntime serves predictions, else a private copy.
+
+    Only the target layer keeps trainable weights, so the backward pass stops there instead of
+    computing weight gradients for the whole backbone.
+    """
 
     def __init__(self, predictor: Predictor):
         self.predictor = predictor
-        self.model = copy.deepcopy(predictor.model).eval()
+        model = predictor.model if predictor.backend == "onnx" else copy.deepcopy(predictor.model)
+        self.model = model.eval().requires_grad_(False)
         self.target_layer = self.model.backbone.bn2   # last 7x7 activation map
+        self.target_layer.requires_grad_(True)
+        sizes = [len(labels) for labels in predictor.config.heads.values()]
+        self.offsets = dict(zip(predictor.config.heads, accumulate([0, *sizes[:-1]])))
+
+    def cams(self, batch: torch.Tensor, targets: list[tuple[str, int]]) -> np.ndarray:
+        """(N, H, W) heat maps in [0, 1] at the input resolution, one (head, class index) per image."""
+        cam_targets = [ClassifierOutputTarget(self.offsets[head] + index) for head, index in targets]
+        with self.predictor.explain_lock, GradCAM(AllHeads(self.model), [self.target_layer]) as cam:
+            return cam(input_tensor=batch, targets=cam_targets)
 
     def cam(self, batch: torch.Tensor, head: str, class_indices: list[int]) -> np.ndarray:
-        """(N, H, W) heat maps in [0, 1] at the input resolution."""
-        targets = [ClassifierOutputTarget(i) for i in class_indices]
-        with self.predictor.explain_lock, GradCAM(HeadOutput(self.model, head), [self.target_layer]) as cam:
-            return cam(input_tensor=batch, targets=targets)
+        """Heat maps of one head's classes, one per image in the batch."""
+        return self.cams(batch, [(head, i) for i in class_indices])
+
+    def overlays(self, image: Any, labels: dict[str, str]) -> dict[str, Image.Image]:
+        """One heat map per head (for its given label), blended over the upright photo.
+
+        The photo is preprocessed once and all heads come from one forward and backward pass.
+        """
+        photo = load_image(image)
+        spec = self.predictor.spec
+        x = self.predictor.preprocess([photo])
+        heats = self.cams(x.repeat(len(labels), 1, 1, 1),
+                          [(head, spec.label_index(head, label)) for head, label in labels.items()])
+        return {head: blend(photo, heat) for head, heat in zip(labels, heats)}
 
     def overlay(self, image: Any, head: str, label: str | None = None) -> tuple[Image.Image, str]:
         """Heat map for `label` (default: the predicted one) blended over the upright photo."""
         photo = load_image(image)
-        predictor = self.predictor
         if label is None:
-            label = predictor.predict(photo).heads[head].label
-        index = predictor.spec.label_index(head, label)
-        heat = self.cam(predictor.preprocess([photo]), head, [index])[0]
-        return blend(photo, heat), label
+            label = self.predictor.predict(photo).heads[head].label
+        return self.overlays(photo, {head: label})[head], label
 
 
 def blend(photo: Image.Image, heat: np.ndarray, alpha: float = 0.45) -> Image.Image:

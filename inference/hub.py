@@ -80,8 +80,11 @@ def download_from_hub(repo_id: str, revision: str | None = None) -> CheckpointSo
     """Fetch the checkpoint files from the Hub, or from the HF cache when the Hub is out of reach."""
     commit = hub_commit(repo_id, revision)
     offline = commit is None
-    fetch = lambda name: Path(hf_hub_download(repo_id, name, revision=commit or revision,
-                                              local_files_only=offline, etag_timeout=HUB_TIMEOUT))
+
+    def fetch(name: str) -> Path:
+        return Path(hf_hub_download(repo_id, name, revision=commit or revision,
+                                    local_files_only=offline, etag_timeout=HUB_TIMEOUT))
+
     paths = [fetch(name) for name in REQUIRED_FILES]
     for name in OPTIONAL_FILES:
         try:

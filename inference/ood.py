@@ -34,7 +34,7 @@ class KnnDetector:
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """1 - cosine similarity to the k-th nearest training photo (higher = less familiar)."""
-        similarity = normalise(features) @ self.bank.T.astype(np.float32)
+        similarity = normalise(features) @ self.bank.T
         k = min(self.k, similarity.shape[1])
         return 1.0 - np.partition(similarity, -k, axis=1)[:, -k]
 

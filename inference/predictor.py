@@ -85,6 +85,9 @@ class Predictor:
         options = ort.SessionOptions()
         options.intra_op_num_threads = NUM_THREADS
         options.inter_op_num_threads = 1
+        # Without the arena, memory a large batch needed goes back to the system afterwards; with
+        # it, one batch of 32 kept ~0.5 GB per model resident (measured, same batch-1 latency).
+        options.enable_cpu_mem_arena = False
         try:
             return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as err:  # a corrupt export must not take the service down: torch still works

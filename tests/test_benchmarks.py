@@ -179,7 +179,8 @@ def synthetic_results() -> dict:
         "reference": {run.B4_NAME: {"torch": _timing(130.0)}},
         "app": {"ready_s": 12.0, "rss_mb_ready": 900.0, "rss_mb_after_calls": 1000.0,
                 "example_cache_present_before_start": True, "serving": {"car": "checkpoints/car, torch backend"},
-                "e2e": {t: {"gradio": e2e(50.0), "gradio_gradcam": e2e(300.0), "rest": e2e(25.0)}
+                "e2e": {t: {"gradio": e2e(50.0), "gradio_gradcam": e2e(300.0), "rest": e2e(25.0),
+                            "gradio_default_client": e2e(90.0), "gradio_gradcam_default_client": e2e(340.0)}
                         for t in ("collectibles", "car")}},
         "cold_start": {"spawn_to_result_s": 6.0},
         "training": {"n_train": 2828, "n_val": 707, "epoch_s": 30.0, "defaults": {"views": 5, "epochs": 15},
@@ -194,8 +195,8 @@ def test_targets_are_evaluated_with_pass_and_fail():
     assert targets["car: onnxruntime vs our torch eager, batch 1"]["pass"] is False              # 1.67x
     assert targets[f"car: ours (onnxruntime) vs {run.B4_NAME} eager, batch 1"]["value"] == pytest.approx(10.833, abs=1e-3)
     assert targets[f"car: ours (torch eager) vs {run.B4_NAME} eager, batch 1"]["pass"] is True  # 6.5x
-    assert targets["car: end-to-end p50, gradio_client, no Grad-CAM"]["pass"] is True
-    assert targets["car: end-to-end p50, gradio_client, with Grad-CAM"]["pass"] is False
+    assert targets["car: end-to-end p50, gradio_client (ssl_verify=False), no Grad-CAM"]["pass"] is True
+    assert targets["car: end-to-end p50, gradio_client (ssl_verify=False), with Grad-CAM"]["pass"] is False
     assert targets["cold start: process start to first prediction"]["pass"] is True
     rss = targets["app RSS with both models loaded (max of ready / after calls)"]
     assert rss["value"] == 1000.0 and rss["pass"] is True
@@ -209,6 +210,7 @@ def test_tables_render_from_results():
     assert "| Model, batch 1, onnxruntime: p50 / p95 ms | 8.0 / 9.6 | 12.0 / 14.4 |" in text
     assert "2.50x" in text and "FAIL" in text and "PASS" in text
     assert "Cold start" in text and "≈ 30 min" in text
+    assert "| End to end, gradio_client default settings, no Grad-CAM: p50 / p95 ms | 90.0 / 117.0 | 90.0 / 117.0 |" in text
     for block in text.split("\n\n")[1:]:            # every table is well formed
         rows = block.splitlines()
         assert len({row.count(" | ") for row in rows}) == 1, block

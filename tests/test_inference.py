@@ -118,6 +118,36 @@ def test_predict_accepts_pil_numpy_and_path():
     assert by_path.heads == by_pil.heads == by_array.heads
 
 
+def test_all_heads_cam_in_one_pass_matches_per_head_gradcam():
+    """The app's single forward/backward pass for every head (batch of copies, frozen backbone)
+    gives the same maps as pytorch_grad_cam run head by head on a freshly loaded model."""
+    import torch
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from inference.explain import explainer_for
+
+    class OneHead(torch.nn.Module):
+        def __init__(self, model, head):
+            super().__init__()
+            self.model, self.head = model, head
+
+        def forward(self, x):
+            return self.model(x)[self.head]
+
+    predictor = load_model("car")
+    reference = load_checkpoint(predictor.source.folder)[0].eval()
+    row = example_rows("car")[0]
+    x = predictor.preprocess([EXAMPLES / "car" / row["image"]])
+    targets = [("cleanliness", 2), ("damage", 1)]
+    together = explainer_for(predictor).cams(x.repeat(2, 1, 1, 1), targets)
+    for (head, index), heat in zip(targets, together):
+        with GradCAM(OneHead(reference, head), [reference.backbone.bn2]) as cam:
+            alone = cam(input_tensor=x, targets=[ClassifierOutputTarget(index)])[0]
+        assert alone.std() > 0.01
+        assert np.abs(heat - alone).max() < 1e-4, head
+
+
 def test_explain_overlay_per_head_and_thread_safe():
     from inference.explain import explain
     row = example_rows("car")[0]

@@ -139,14 +139,14 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"predicted in-domain: {100 * result['in_domain_rate']:.1f}%")
     for head, m in result["heads"].items():
         labels = m["labels"]
-        width = max(len(l) for l in labels + ["label"]) + 2
+        width = max(len(label) for label in labels + ["label"]) + 2
         lines += ["", f"== {head}: accuracy {f(m['accuracy'])}   macro F1 {f(m['macro_f1'])}   (n={m.get('n', '–')})",
                   f"{'label':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}"]
         for label in labels:
             c = m["per_class"][label]
             lines.append(f"{label:<{width}}{f(c['precision']):>10}{f(c['recall']):>10}{f(c['f1']):>10}{c['support']:>9}")
         lines += ["confusion matrix (rows true, columns predicted):",
-                  " " * width + "".join(f"{l[:9]:>10}" for l in labels)]
+                  " " * width + "".join(f"{label[:9]:>10}" for label in labels)]
         for label, row in zip(labels, m["confusion_matrix"]):
             lines.append(f"{label:<{width}}" + "".join(f"{v:>10}" for v in row))
 

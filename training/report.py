@@ -473,7 +473,7 @@ def _summary_section(spec: TaskSpec, config: Mapping[str, Any], metrics: Mapping
            "source is resized the same way.",
            f"- **Normalisation:** mean {dc.get('mean', '–')}, std {dc.get('std', '–')} (timm data config "
            "stored in `config.json`; inference uses the same transform).",
-           "", _table(["head", "labels"], [[h, ", ".join(f"`{l}`" for l in labels)] for h, labels in spec.heads.items()])]
+           "", _table(["head", "labels"], [[h, ", ".join(f"`{label}`" for label in labels)] for h, labels in spec.heads.items()])]
     temps = config.get("temperature") or {}
     if temps:
         out += ["", "Calibration temperatures applied at inference: "

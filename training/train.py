@@ -284,9 +284,9 @@ def finish_run(args, spec, run_dir, model, config, train, val, train_acts, val_a
     def probs(result):
         return {h: softmax(result.logits[h], config.temperature[h]) for h in spec.heads}
 
-    labels_of = lambda samples: [s.labels for s in samples]
-    splits = {"val": report.summarize(spec, labels_of(val), probs(va), [s.source for s in val]),
-              "val_photo": report.summarize(spec, labels_of(val), probs(vp), [s.source for s in val])}
+    labels, sources = [s.labels for s in val], [s.source for s in val]
+    splits = {"val": report.summarize(spec, labels, probs(va), sources),
+              "val_photo": report.summarize(spec, labels, probs(vp), sources)}
     report.plot_confusion_matrices(splits["val"], run_dir, "confusion")
     report.plot_confusion_matrices(splits["val_photo"], run_dir, "confusion_photo")
 
