@@ -47,6 +47,7 @@ TARGET_E2E_MS = 60.0
 TARGET_E2E_CAM_MS = 250.0
 TARGET_COLD_START_S = 10.0
 TARGET_RSS_BYTES = 1.2e9
+RSS_SETTLE_S = 3.0
 MIB = 2**20
 BUSY_LOAD = 0.7   # 1-minute load average above which the machine is not idle enough to measure
 
@@ -266,6 +267,8 @@ def bench_app(examples: dict[str, list[Path]], s: Settings) -> dict[str, Any]:
             per_task[task] = timings
         http.close()
         result["rss_mb_after_calls"] = app.rss_mb()
+        time.sleep(RSS_SETTLE_S)   # the app hands freed heap memory back every 2 s (app.tune_malloc)
+        result["rss_mb_settled"] = app.rss_mb()
         result["e2e"] = per_task
         return result
     finally:
@@ -523,9 +526,9 @@ def evaluate_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             add(f"{task}: end-to-end p50, gradio_client (ssl_verify=False), no Grad-CAM", e["gradio"]["p50"], TARGET_E2E_MS, False, "ms")
             add(f"{task}: end-to-end p50, gradio_client (ssl_verify=False), with Grad-CAM", e["gradio_gradcam"]["p50"],
                 TARGET_E2E_CAM_MS, False, "ms")
-        rss = max(x for x in (r["app"]["rss_mb_ready"], r["app"]["rss_mb_after_calls"]) if x is not None)
-        add("app RSS with both models loaded (max of ready / after calls)", rss, round(TARGET_RSS_BYTES / MIB, 1),
-            False, "MiB")
+        rss = max(x for x in (r["app"]["rss_mb_ready"], r["app"].get("rss_mb_settled")) if x is not None)
+        add(f"app RSS with both models loaded (max of ready / {RSS_SETTLE_S:.0f} s after the calls)", rss,
+            round(TARGET_RSS_BYTES / MIB, 1), False, "MiB")
     if "cold_start" in r:
         add("cold start: process start to first prediction", r["cold_start"]["spawn_to_result_s"],
             TARGET_COLD_START_S, False, "s")
@@ -583,8 +586,9 @@ def render_tables(r: dict[str, Any]) -> str:
         a = r["app"]
         cache = "example cache present" if a["example_cache_present_before_start"] else "examples cached at start"
         rows.append([f"App start to ready (`/api/v1/health` 200; {cache})", f"{fmt_num(a['ready_s'], 1)} s"])
-        rows.append(["App resident memory (RSS, incl. children): both models loaded / after the calls",
-                     f"{fmt_num(a['rss_mb_ready'], 0)} / {fmt_num(a['rss_mb_after_calls'], 0)} MiB"])
+        rows.append([f"App resident memory (RSS, incl. children): both models loaded / right after the calls / "
+                     f"{RSS_SETTLE_S:.0f} s later", f"{fmt_num(a['rss_mb_ready'], 0)} / {fmt_num(a['rss_mb_after_calls'], 0)}"
+                     f" / {fmt_num(a.get('rss_mb_settled'), 0)} MiB"])
     if "training" in r:
         tr = r["training"]
         ex = tr["extrapolated"]
