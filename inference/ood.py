@@ -15,7 +15,10 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-DEFAULT_K = 10
+# k scales with the bank (Sun et al. use k=50 for CIFAR's 50k): with ~2,800 training photos and
+# the last three backbone stages fine-tuned, k=50 separated other kinds of photos better than
+# k=1..20 (collectibles AUROC 0.953 against 0.944 at k=10).
+DEFAULT_K = 50
 
 
 def normalise(features: np.ndarray) -> np.ndarray:

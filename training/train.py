@@ -27,7 +27,7 @@ import torch
 
 from inference.model import ModelConfig, atomic_write, create_eval_transform, create_model, \
     load_checkpoint, save_checkpoint, PRETRAINED_PACKAGES, OOD_NAME
-from inference.ood import KnnDetector
+from inference.ood import DEFAULT_K, KnnDetector
 from inference.predictor import softmax
 from inference.tasks import DEFAULT_ARCHITECTURE, TASKS, get_task
 from training import diagnostics, report
@@ -72,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ood-data", action="append", default=[], metavar="DIR",
                    help="images of other kinds for the out-of-distribution report (default: the other tasks' "
                         "data folders beside --data, plus generated photos)")
+    p.add_argument("--ood-k", type=int, default=DEFAULT_K,
+                   help="in-domain check: distance to the k-th nearest training photo")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-images", type=int, help="use at most this many photos (smoke runs)")
@@ -290,7 +292,7 @@ def finish_run(args, spec, run_dir, model, config, train, val, train_acts, val_a
     report.plot_confusion_matrices(splits["val"], run_dir, "confusion")
     report.plot_confusion_matrices(splits["val_photo"], run_dir, "confusion_photo")
 
-    detector = KnnDetector.fit(tr.features)
+    detector = KnnDetector.fit(tr.features, args.ood_k)
     ood = diagnostics.evaluate_ood(args, spec, model, config, detector, va.features, vp.features)
     config.ood = {"method": "knn", "k": detector.k, "threshold": ood["threshold"], "file": OOD_NAME}
     detector.save(run_dir / OOD_NAME)
