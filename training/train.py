@@ -61,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--views", type=int, default=5, help="augmented views per training photo to cache")
     p.add_argument("--plain-views", type=int, default=1,
                    help="how many of those views skip the photo-realism step (timm's augmentation only)")
-    p.add_argument("--frozen-blocks", type=int, default=4, help="backbone stages kept frozen (of 7)")
+    p.add_argument("--frozen-blocks", type=int, default=5,
+                   help="backbone stages kept frozen (of 7; the collectibles checkpoint used 4)")
     p.add_argument("--loss-weight", action="append", default=[], metavar="HEAD=W",
                    help="override a head's loss weight, e.g. damage=1.5")
     p.add_argument("--realism", default="full", choices=PRESETS, help="photo-realism augmentation preset")
