@@ -102,7 +102,8 @@ def model_timings(forward: Callable[[Any], Any], x1, x32, s: Settings, reps_b1: 
 # --------------------------------------------------------------------------------------------
 
 def onnx_predictor(task: str, torch_source, workdir: Path):
-    """An onnxruntime Predictor for the same checkpoint: its own model.onnx, else one exported now."""
+    """An onnxruntime Predictor for the same checkpoint: its own model.onnx, else one exported into
+    `workdir` once per run (later sections reuse it)."""
     from inference.hub import CheckpointSource
     from inference.model import CONFIG_NAME, ONNX_NAME, OOD_NAME, WEIGHTS_NAME
     from inference.predictor import Predictor
@@ -112,6 +113,9 @@ def onnx_predictor(task: str, torch_source, workdir: Path):
     from inference.export_onnx import export_onnx
 
     folder = workdir / task
+    source = CheckpointSource(folder=folder, origin="local", name=str(folder), revision=torch_source.revision)
+    if (folder / ONNX_NAME).is_file():
+        return Predictor(source, "onnx"), f"exported earlier in this run from {torch_source.name}"
     folder.mkdir(parents=True)
     for name in (CONFIG_NAME, WEIGHTS_NAME, OOD_NAME):
         if (torch_source.folder / name).is_file():
@@ -119,7 +123,6 @@ def onnx_predictor(task: str, torch_source, workdir: Path):
     t0 = time.perf_counter()
     export_onnx(folder)
     took = time.perf_counter() - t0
-    source = CheckpointSource(folder=folder, origin="local", name=str(folder), revision=torch_source.revision)
     return Predictor(source, "onnx"), f"exported for this run from {torch_source.name} ({took:.1f} s)"
 
 
@@ -219,7 +222,7 @@ def bench_interleaved(examples: dict[str, list[Path]], s: Settings, workdir: Pat
     for task in TASK_NAMES:
         source = resolve_checkpoint(task)
         torch_pred = Predictor(source, "torch")
-        onnx_pred = onnx_predictor(task, source, workdir / "interleaved")[0]
+        onnx_pred = onnx_predictor(task, source, workdir)[0]
         x1 = torch_pred.preprocess(examples[task][:1])
         forwards[f"{task}/torch"] = lambda p=torch_pred, x=x1: p.forward(x)
         forwards[f"{task}/onnx"] = lambda p=onnx_pred, x=x1: p.forward(x)
