@@ -69,6 +69,7 @@ def test_collectibles_smoke_run_writes_a_loadable_hub_folder_and_resumes(tmp_pat
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["splits"]) == {"val", "val_photo"}
     assert metrics["training"]["epochs_run"] == 1
+    assert (metrics["training"]["caches_reused"], metrics["training"]["caches"]) == (0, 3)
     assert "| books |" in (out / "README.md").read_text() or "books" in (out / "README.md").read_text()
 
     # An interrupted run continues from its last finished epoch instead of starting over.
@@ -77,6 +78,8 @@ def test_collectibles_smoke_run_writes_a_loadable_hub_folder_and_resumes(tmp_pat
     assert "resuming after epoch 1" in second.stderr
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2]
+    assert json.loads((out / "metrics.json").read_text())["training"]["caches_reused"] == 3
+    assert "3 of 3 activation caches were reused" in (out / "README.md").read_text()
 
     # The report can be re-measured from the finished run without training again.
     again = train("--task", "collectibles", "--data", str(data), "--out", str(out), "--epochs", "2", "--report-only")

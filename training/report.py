@@ -508,6 +508,17 @@ def _usage_section(spec: TaskSpec) -> list[str]:
             "```"]
 
 
+def _caching(tr: Mapping[str, Any]) -> str | None:
+    """Caching time, and how many caches an earlier run had already filled (their time is not counted)."""
+    if tr.get("cache_seconds") is None:
+        return None
+    reused, total = tr.get("caches_reused"), tr.get("caches")
+    if not reused:
+        return _duration(tr["cache_seconds"])
+    return (f"{_duration(tr['cache_seconds'])}; {reused} of {total} activation caches were reused from an earlier "
+            "run on the same photos and frozen layers, so a fresh run also spends the time to fill them")
+
+
 def _training_section(metrics: Mapping[str, Any]) -> list[str]:
     tr = metrics.get("training") or {}
     out = ["## Training data and procedure", ""]
@@ -517,7 +528,7 @@ def _training_section(metrics: Mapping[str, Any]) -> list[str]:
              ("epochs run", tr.get("epochs_run")), ("best epoch (lowest validation loss)", tr.get("best_epoch")),
              ("training time", _duration(tr.get("seconds")) if tr.get("seconds") is not None else None),
              ("seconds per epoch", tr.get("seconds_per_epoch")),
-             ("feature caching", _duration(tr.get("cache_seconds")) if tr.get("cache_seconds") is not None else None)]
+             ("feature caching", _caching(tr))]
     out += [f"- **{name}:** {_fmt(v, 1) if isinstance(v, float) else _fmt(v)}" for name, v in facts if v is not None]
     out += ["", "Stratified 80/20 split with a fixed seed, grouped by perceptual hash so near-duplicate "
             "images never straddle training and validation. The checkpoint kept is the one with the "
