@@ -372,3 +372,34 @@ def test_real_collectibles_folder_prefers_manifest() -> None:
     assert data.format == "csv"
     assert len(data.samples) == 3535
     assert label_counts(COLLECTIBLES, data.samples)["category"]["drumsticks"] == 491
+
+
+def test_multitask_loss_is_a_weighted_mean_per_head_and_skips_unknown_labels():
+    import torch
+    import torch.nn.functional as F
+
+    from training.engine import UNKNOWN, multitask_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = {"cleanliness": torch.randn(6, 3, generator=g), "damage": torch.randn(6, 2, generator=g)}
+    targets = {"cleanliness": torch.tensor([0, 0, 0, 1, 2, UNKNOWN]),
+               "damage": torch.tensor([UNKNOWN, 1, 0, 1, 0, 1])}
+    weights = {"cleanliness": torch.tensor([0.4, 1.8, 0.8]), "damage": torch.tensor([1.0, 1.0])}
+    loss_weights = {"cleanliness": 1.0, "damage": 1.2}
+
+    def head(h: str) -> torch.Tensor:   # PyTorch's own weighted mean over the photos with a label
+        known = targets[h] != UNKNOWN
+        return F.cross_entropy(logits[h][known], targets[h][known], weight=weights[h], label_smoothing=0.1)
+
+    expected = 1.0 * head("cleanliness") + 1.2 * head("damage")
+    got = multitask_loss(logits, targets, loss_weights, weights, label_smoothing=0.1)
+    assert torch.allclose(got, expected, atol=1e-6)
+    # Photo weights of 1 change nothing; doubling every photo's weight leaves a weighted mean unchanged.
+    ones = {h: torch.ones(6) for h in logits}
+    twos = {h: torch.full((6,), 2.0) for h in logits}
+    assert torch.allclose(multitask_loss(logits, targets, loss_weights, weights, 0.1, ones), expected, atol=1e-6)
+    assert torch.allclose(multitask_loss(logits, targets, loss_weights, weights, 0.1, twos), expected, atol=1e-6)
+    # A photo whose label is unknown for a head does not move that head's loss.
+    moved = {**logits, "damage": logits["damage"].clone()}
+    moved["damage"][0] += 5.0
+    assert torch.allclose(multitask_loss(moved, targets, loss_weights, weights, 0.1), expected, atol=1e-6)

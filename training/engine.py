@@ -79,16 +79,23 @@ def multitask_loss(logits: dict[str, torch.Tensor], targets: dict[str, torch.Ten
                    loss_weights: dict[str, float], weights: dict[str, torch.Tensor] | None = None,
                    label_smoothing: float = 0.0,
                    sample_weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """Weighted sum of per-head cross-entropy; photos with an unknown label skip that head only."""
+    """Weighted sum of per-head cross-entropy; photos with an unknown label skip that head only.
+
+    Each head's term is a weighted mean, normalised by the weights of the photos in the batch (class
+    weight x photo weight), as PyTorch's own weighted mean is: class weights then shift the balance
+    between classes without also scaling the head against the other heads.
+    """
     total = logits[next(iter(logits))].new_zeros(())
     for h, out in logits.items():
         known = targets[h] != UNKNOWN
         if known.any():
-            losses = F.cross_entropy(out[known], targets[h][known], label_smoothing=label_smoothing,
+            y = targets[h][known]
+            losses = F.cross_entropy(out[known], y, label_smoothing=label_smoothing,
                                      weight=None if weights is None else weights[h], reduction="none")
+            norm = weights[h][y] if weights is not None else torch.ones_like(losses)
             if sample_weights is not None:
-                losses = losses * sample_weights[h][known]
-            total = total + loss_weights[h] * losses.mean()
+                losses, norm = losses * sample_weights[h][known], norm * sample_weights[h][known]
+            total = total + loss_weights[h] * losses.sum() / norm.sum()
     return total
 
 
