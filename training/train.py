@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     view_paths = [cache_dir / view_name(v, view_realism[v] and realism_config) for v in range(args.views)]
     val_path, photo_path = cache_dir / "val.npy", cache_dir / "val_photo.npy"
     # A cache finished by an earlier run is reused; the card says so, since its time is then not in the run's.
-    caches_reused = sum(p.with_suffix(".done").exists() for p in (*view_paths, val_path, photo_path))
+    cache_paths = (*view_paths, val_path, photo_path)
+    caches_reused = sum(p.with_suffix(".done").exists() for p in cache_paths)
     train_views = [cache_front(model, k, ImageViews(train, train_tf, spec.name, args.seed * 1000 + v, view_realism[v]),
                                view_paths[v], f"caching train view {v + 1}/{args.views}", workers=args.workers)
                    for v in range(args.views)]
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                              photo_path, "caching photo-like val", workers=args.workers)
     cache_seconds = time.time() - cache_start
     log.info("cached %d x %d training views + validation in %.0f s (%d of %d caches reused)", len(train), args.views,
-             cache_seconds, caches_reused, args.views + 2)
+             cache_seconds, caches_reused, len(cache_paths))
 
     train_y, val_y = targets_for(spec, train), targets_for(spec, val)
     weights = class_weights(spec, train_y)
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": command, "args": vars(args), "loss_weights": loss_weights,
             "realism": realism_config.to_dict(), "epochs_run": len(history), "best_epoch": best_epoch,
             "n_train": len(train), "n_val": len(val), "n_skipped": len(dataset.skipped),
-            "cache_seconds": round(cache_seconds, 1), "caches_reused": caches_reused, "caches": args.views + 2,
+            "cache_seconds": round(cache_seconds, 1), "caches_reused": caches_reused, "caches": len(cache_paths),
             "seconds_per_epoch": round(train_seconds / max(1, epochs_run), 1),
             "seconds": round(time.time() - started, 1)}
     metrics["history"] = history
