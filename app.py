@@ -48,7 +48,7 @@ from inference.images import MAX_FILE_BYTES, ImageError, load_image
 from inference.model import CheckpointError
 from inference.payloads import client_payload, driver_summary
 from inference.predictor import Prediction, Predictor, load_model
-from inference.tasks import EXAMPLES_DIR as EXAMPLES, SAFETY_LEVELS, TASKS, example_manifest, get_task
+from inference.tasks import SAFETY_LEVELS, TASKS, get_task, present_examples
 
 log = logging.getLogger("app")
 
@@ -253,8 +253,7 @@ def batch_predict(task: str, files: list[str] | None):
 
 def example_files(task: str) -> list[str]:
     """Example images listed in examples/<task>/<manifest>.csv that are actually present."""
-    folder = EXAMPLES / task
-    return [str(folder / row["image"]) for row in example_manifest(task) if (folder / row["image"]).is_file()]
+    return [str(path) for path, _ in present_examples(task)]
 
 
 def examples_cache_folder() -> Path:

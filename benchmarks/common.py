@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 from urllib.parse import urlparse
 
-from inference.tasks import EXAMPLES_DIR as EXAMPLES, example_manifest
+from inference.tasks import EXAMPLES_DIR as EXAMPLES, present_examples
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -110,9 +110,7 @@ def check_loopback(url: str) -> str:
 
 def example_images(task: str) -> list[Path]:
     """examples/<task>/*.jpg listed in the task's manifest (else all jpgs), sorted; may be empty."""
-    folder = EXAMPLES / task
-    paths = [folder / row["image"] for row in example_manifest(task) if (folder / row["image"]).is_file()]
-    return paths or sorted(folder.glob("*.jpg"))
+    return [path for path, _ in present_examples(task)] or sorted((EXAMPLES / task).glob("*.jpg"))
 
 
 def require_examples() -> dict[str, list[Path]]:

@@ -98,3 +98,9 @@ def example_manifest(task: str) -> list[dict[str, str]]:
         return []
     with manifests[0].open(newline="") as f:
         return [row for row in csv.DictReader(f) if row.get("image") and "/" not in row["image"]]
+
+
+def present_examples(task: str) -> list[tuple[Path, dict[str, str]]]:
+    """(image path, manifest row) for the example images that are actually on disk."""
+    folder = EXAMPLES_DIR / task
+    return [(folder / row["image"], row) for row in example_manifest(task) if (folder / row["image"]).is_file()]

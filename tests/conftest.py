@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from benchmarks.common import free_port, log_tail
-from inference.tasks import EXAMPLES_DIR as EXAMPLES, example_manifest
+from inference.tasks import present_examples
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -67,18 +67,13 @@ def app_url(tmp_path_factory) -> str:
             proc.wait(timeout=15)
 
 
-def _manifest(task: str) -> list[dict[str, str]]:
-    return [row for row in example_manifest(task) if (EXAMPLES / task / row["image"]).is_file()]
-
-
 @pytest.fixture(scope="session")
 def example_images() -> dict[str, list[tuple[Path, dict[str, str]]]]:
     """task -> [(image path, manifest row)] for the example images present; skips when there are none.
 
     The images are not in git: `python scripts/fetch_examples.py` (run by scripts/setup.sh) puts them in place.
     """
-    found = {task: [(EXAMPLES / task / row["image"], row) for row in _manifest(task)]
-             for task in ("collectibles", "car")}
+    found = {task: present_examples(task) for task in ("collectibles", "car")}
     if not all(found.values()):
         pytest.skip("example images absent: run `python scripts/fetch_examples.py` first")
     return found

@@ -17,14 +17,14 @@ from PIL import Image
 from inference.hub import CheckpointSource
 from inference.model import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_checkpoint
 from inference.predictor import ONNX_CHUNK, Predictor, load_model, predict
-from inference.tasks import EXAMPLES_DIR as EXAMPLES, TASKS, example_manifest, get_task
+from inference.tasks import EXAMPLES_DIR as EXAMPLES, TASKS, example_manifest, get_task, present_examples
 from training.ood_sets import generated_photos
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def example_rows(task: str) -> list[dict]:
-    rows = [r for r in example_manifest(task) if (EXAMPLES / task / r["image"]).is_file()]
+    rows = [row for _, row in present_examples(task)]
     if not rows:
         pytest.skip(f"no example images in {EXAMPLES / task} (run scripts/fetch_examples.py)")
     return rows
