@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from inference.hub import CheckpointSource
 from inference.model import WEIGHTS_NAME, atomic_write, load_checkpoint
@@ -60,7 +62,8 @@ def train(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 def test_collectibles_smoke_run_writes_a_loadable_hub_folder_and_resumes(tmp_path):
     data, out = tiny_collectibles(tmp_path), tmp_path / "run"
-    first = train("--task", "collectibles", "--data", str(data), "--out", str(out), "--epochs", "1")
+    first = train("--task", "collectibles", "--data", str(data), "--out", str(out), "--epochs", "1",
+                  "--ema-decay", "0.99")
     assert first.returncode == 0, first.stderr[-3000:]
     for name in RUN_FILES:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
@@ -72,8 +75,16 @@ def test_collectibles_smoke_run_writes_a_loadable_hub_folder_and_resumes(tmp_pat
     assert (metrics["training"]["caches_reused"], metrics["training"]["caches"]) == (0, 3)
     assert "| books |" in (out / "README.md").read_text() or "books" in (out / "README.md").read_text()
 
+    # The shipped weights are the moving average, not the raw weights.
+    state = torch.load(out / ".work" / "last.pt", map_location="cpu", weights_only=True)
+    shipped = load_file(out / WEIGHTS_NAME)
+    tail = "heads.category.weight"
+    assert torch.equal(shipped[tail], state["ema"][tail])
+    assert not torch.equal(shipped[tail], state["model"][tail])
+
     # An interrupted run continues from its last finished epoch instead of starting over.
-    second = train("--task", "collectibles", "--data", str(data), "--out", str(out), "--epochs", "2", "--resume")
+    second = train("--task", "collectibles", "--data", str(data), "--out", str(out), "--epochs", "2", "--resume",
+                   "--ema-decay", "0.99")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming after epoch 1" in second.stderr
     history = json.loads((out / "metrics.json").read_text())["history"]

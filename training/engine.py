@@ -16,6 +16,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader, Dataset as TorchDataset
 from tqdm.auto import tqdm
 
@@ -222,8 +223,12 @@ def run_epoch(model: MultiHeadModel, frozen_blocks: int, activations: np.ndarray
               targets: dict[str, torch.Tensor], loss_weights: dict[str, float],
               weights: dict[str, torch.Tensor] | None = None, optimizer: torch.optim.Optimizer | None = None,
               scheduler=None, batch_size: int = 64, seed: int = 0, desc: str = "",
-              label_smoothing: float = 0.0, sample_weights: dict[str, torch.Tensor] | None = None) -> EpochResult:
-    """One pass over cached activations: trains when an optimizer is given, else evaluates."""
+              label_smoothing: float = 0.0, sample_weights: dict[str, torch.Tensor] | None = None,
+              ema: ModelEmaV3 | None = None) -> EpochResult:
+    """One pass over cached activations: trains when an optimizer is given, else evaluates.
+
+    With `ema`, its moving average of the weights is updated after every optimizer step.
+    """
     train = optimizer is not None
     set_train_mode(model, frozen_blocks, train)
     n = len(activations)
@@ -249,6 +254,8 @@ def run_epoch(model: MultiHeadModel, frozen_blocks: int, activations: np.ndarray
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
+            if ema is not None:
+                ema.update(model, step=scheduler.last_epoch if scheduler is not None else None)
         else:
             all_features.append(features.numpy())
         total_loss += loss.item() * len(idx)

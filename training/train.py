@@ -5,7 +5,8 @@
 Fast mode: the frozen front of the ImageNet backbone runs once over several augmented views of
 every training photo (`--views`, of which `--plain-views` without the photo-realism step; cached
 on disk), then the last stages and the heads train on those activations, each batch drawing one
-of the cached views of each photo at random. Outputs: model.safetensors, config.json, ood.safetensors, model.onnx,
+of the cached views of each photo at random; with `--ema-decay`, a moving average of the weights
+is what is validated and shipped. Outputs: model.safetensors, config.json, ood.safetensors, model.onnx,
 metrics.json, plots, train.log and the model card README.md. `--resume` continues an interrupted
 run from its last finished epoch; `--report-only` re-measures a finished run and rewrites its
 report; `--push-to-hub REPO_ID` publishes the folder.
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from timm.utils import ModelEmaV3
 
 from inference.model import ModelConfig, atomic_write, create_eval_transform, create_model, \
     load_checkpoint, save_checkpoint, PRETRAINED_PACKAGES, OOD_NAME
@@ -54,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--ema-decay", type=float, default=0.0,
+                   help="validate and ship a moving average of the weights (timm ModelEmaV3, warmed up) with "
+                        "at most this decay per step; 0 (default) ships the raw weights (the collectibles "
+                        "checkpoint used 0.99)")
     p.add_argument("--source-balance", action="store_true",
                    help="weight each photo by 1/sqrt of its (source, label) group's size, so a label that "
                         "one source supplies in bulk is not learned from that source's photo style (car: "
@@ -183,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     optimizer = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
     steps = math.ceil(len(train) / args.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(steps * args.epochs, steps))
+    ema = ModelEmaV3(model, decay=args.ema_decay, use_warmup=True) if args.ema_decay > 0 else None
 
     state_path = run_dir / WORK_DIR / "last.pt"
     history: list[dict] = []
@@ -192,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if ema is not None and "ema" in state:
+            ema.module.load_state_dict(state["ema"])
         history, best_loss, best_epoch, stale = state["history"], state["best_loss"], state["best_epoch"], state["stale"]
         first_epoch = state["epoch"] + 1
         log.info("resuming after epoch %d (best val loss %.4f at epoch %d)", state["epoch"], best_loss, best_epoch)
@@ -205,9 +214,10 @@ def main(argv: list[str] | None = None) -> int:
         tr = run_epoch(model, k, MixedViews(train_views, args.seed * 7919 + epoch), train_y, loss_weights, weights,
                        optimizer, scheduler, args.batch_size, seed=args.seed + epoch,
                        desc=f"epoch {epoch}/{args.epochs} train", label_smoothing=args.label_smoothing,
-                       sample_weights=per_photo)
-        va = run_epoch(model, k, val_acts, val_y, loss_weights, weights, desc="val")
-        vp = run_epoch(model, k, photo_acts, val_y, loss_weights, weights, desc="photo-like val")
+                       sample_weights=per_photo, ema=ema)
+        validated = model if ema is None else ema.module
+        va = run_epoch(validated, k, val_acts, val_y, loss_weights, weights, desc="val")
+        vp = run_epoch(validated, k, photo_acts, val_y, loss_weights, weights, desc="photo-like val")
         # Selection uses both: plain scans and photo-like views of the same validation photos.
         val_loss = (va.loss + vp.loss) / 2
         history.append({"epoch": epoch, "train_loss": tr.loss, "val_loss": va.loss, "val_photo_loss": vp.loss,
@@ -219,13 +229,14 @@ def main(argv: list[str] | None = None) -> int:
                  fmt_acc(vp.accuracy), time.time() - t0)
         if val_loss < best_loss - 1e-4:
             best_loss, best_epoch, stale = val_loss, epoch, 0
-            save_checkpoint(model, config, run_dir)
+            save_checkpoint(validated, config, run_dir)
             log.info("new best checkpoint (val loss %.4f) saved", val_loss)
         else:
             stale += 1
         epochs_run += 1
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "epoch": epoch, "history": history, "best_loss": best_loss, "best_epoch": best_epoch, "stale": stale}
+                 "epoch": epoch, "history": history, "best_loss": best_loss, "best_epoch": best_epoch, "stale": stale,
+                 **({} if ema is None else {"ema": ema.module.state_dict()})}
         atomic_write(state_path, lambda tmp: torch.save(state, tmp))
     train_seconds = time.time() - train_start
     if not (run_dir / "model.safetensors").exists():
