@@ -37,7 +37,7 @@ def main() -> int:
         ood, cam, tr = m.get("ood", {}), m.get("gradcam"), m.get("training", {})
         extra.append(f"| {task} | {cal} | {ood.get('auroc', '–')} | {pct(ood.get('in_domain_rejection_rate'))} | "
                      f"{pct(cam['object_mass_mean']) + ' (area ' + pct(cam['object_area_mean']) + ')' if cam else '–'} | "
-                     f"{tr.get('seconds', 0) / 60:.0f} min ({tr.get('epochs_run', '–')} epochs) |")
+                     f"{tr.get('seconds', 0) / 60:.1f} min ({tr.get('epochs_run', '–')} epochs) |")
     print("\n".join(lines + extra))
     return 0
 
