@@ -89,9 +89,12 @@ def create_eval_transform(data_config: dict[str, Any]):
 class MultiHeadModel(nn.Module):
     """A timm backbone without classifier, then one linear layer per task head."""
 
-    def __init__(self, architecture: str, heads: dict[str, int], drop_rate: float = 0.2):
+    def __init__(self, architecture: str, heads: dict[str, int], drop_rate: float = 0.2,
+                 drop_path_rate: float = 0.0):
         super().__init__()
-        self.backbone = timm.create_model(architecture, pretrained=False, num_classes=0)
+        # Stochastic depth (drop_path_rate) only acts in training mode; inference is unchanged.
+        self.backbone = timm.create_model(architecture, pretrained=False, num_classes=0,
+                                          drop_path_rate=drop_path_rate)
         self.dropout = nn.Dropout(drop_rate)
         self.heads = nn.ModuleDict({h: nn.Linear(self.backbone.num_features, n) for h, n in heads.items()})
 
@@ -118,8 +121,9 @@ class MultiHeadModel(nn.Module):
         return self.classify(self.features(x))
 
 
-def create_model(config: ModelConfig, pretrained: bool = False) -> MultiHeadModel:
-    model = MultiHeadModel(config.architecture, {h: len(labels) for h, labels in config.heads.items()})
+def create_model(config: ModelConfig, pretrained: bool = False, drop_path_rate: float = 0.0) -> MultiHeadModel:
+    model = MultiHeadModel(config.architecture, {h: len(labels) for h, labels in config.heads.items()},
+                           drop_path_rate=drop_path_rate)
     if pretrained:
         load_imagenet_weights(model.backbone, config.architecture)
     return model

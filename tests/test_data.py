@@ -403,3 +403,26 @@ def test_multitask_loss_is_a_weighted_mean_per_head_and_skips_unknown_labels():
     moved = {**logits, "damage": logits["damage"].clone()}
     moved["damage"][0] += 5.0
     assert torch.allclose(multitask_loss(moved, targets, loss_weights, weights, 0.1), expected, atol=1e-6)
+
+
+def test_activation_mix_cuts_or_blends_the_reversed_batch_and_reports_the_label_share():
+    import torch
+
+    from training.engine import ActivationMix, reversed_batch
+
+    x = torch.arange(2 * 3 * 14 * 14, dtype=torch.float32).reshape(2, 3, 14, 14)  # the two photos differ everywhere
+    np.random.seed(0)
+    shares = []
+    for _ in range(20):
+        mixed, lam = ActivationMix(1.0, cutmix_share=1.0)(x)
+        from_partner = mixed == x.flip(0)
+        assert torch.equal(mixed[~from_partner], x[~from_partner])
+        # lam is exactly the share of each photo's own activations that survive the box.
+        assert from_partner.float().mean().item() == pytest.approx(1 - lam)
+        shares.append(lam)
+    assert len(set(shares)) > 5 and 0 < np.mean(shares) < 1
+    blended, lam = ActivationMix(1.0, cutmix_share=0.0)(x)
+    assert 0 < lam < 1 and torch.allclose(blended, lam * x + (1 - lam) * x.flip(0))
+    assert ActivationMix(0.0)(x)[1] == 1.0 and ActivationMix(0.0)(x)[0] is x
+    assert torch.equal(reversed_batch({"damage": torch.tensor([0, 1, -1])})["damage"], torch.tensor([-1, 1, 0]))
+    assert reversed_batch(None) is None

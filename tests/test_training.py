@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -122,11 +123,14 @@ def test_collectibles_smoke_run_writes_a_loadable_hub_folder_and_resumes(tmp_pat
 
 def test_car_smoke_run_masks_unknown_labels(tmp_path):
     manifest, out = tiny_car(tmp_path), tmp_path / "run"
+    # Mixed batches (CutMix/Mixup on activations) pair photos whose labels are unknown for a head too.
     result = train("--task", "car", "--data", str(manifest), "--out", str(out), "--epochs", "1", "--no-onnx",
-                   "--loss-weight", "damage=1.5")
+                   "--loss-weight", "damage=1.5", "--mix-prob", "1", "--drop-path", "0.1")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["training"]["loss_weights"] == {"cleanliness": 1.0, "damage": 1.5}
+    assert (metrics["training"]["args"]["mix_prob"], metrics["training"]["args"]["drop_path"]) == (1.0, 0.1)
+    assert all(math.isfinite(h["train_loss"]) for h in metrics["history"])
     val = metrics["splits"]["val"]
     # Each head is scored only on the photos whose label for it is known.
     assert val["heads"]["damage"]["n"] < val["n_images"]

@@ -16,6 +16,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from timm.data.mixup import cutmix_bbox_and_lam
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader, Dataset as TorchDataset
 from tqdm.auto import tqdm
@@ -211,6 +212,35 @@ class MixedViews:
         return out
 
 
+@dataclass(frozen=True)
+class ActivationMix:
+    """CutMix or Mixup applied to a batch of cached activations, as timm's `Mixup` does to images:
+    each photo is mixed with the batch reversed. Random draws come from NumPy's global generator
+    (timm's box helper uses it too), which training seeds.
+    """
+    prob: float                 # share of training batches that are mixed
+    cutmix_share: float = 0.5   # of those, CutMix (a box of the partner's activation map); else Mixup (a blend)
+    alpha: float = 1.0          # the mixing weight is drawn from Beta(alpha, alpha)
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """The mixed batch and lam, the share of each photo's own labels in its loss."""
+        if np.random.rand() >= self.prob:
+            return x, 1.0
+        lam = float(np.random.beta(self.alpha, self.alpha))
+        partner = x.flip(0)
+        if np.random.rand() < self.cutmix_share:
+            (yl, yu, xl, xu), lam = cutmix_bbox_and_lam(x.shape, lam)
+            x = x.clone()
+            x[:, :, yl:yu, xl:xu] = partner[:, :, yl:yu, xl:xu]
+            return x, lam
+        return lam * x + (1 - lam) * partner, lam
+
+
+def reversed_batch(per_head: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    """Per-head batch tensors in the order of the mixing partners (the batch reversed)."""
+    return None if per_head is None else {h: t.flip(0) for h, t in per_head.items()}
+
+
 @dataclass
 class EpochResult:
     loss: float
@@ -224,10 +254,11 @@ def run_epoch(model: MultiHeadModel, frozen_blocks: int, activations: np.ndarray
               weights: dict[str, torch.Tensor] | None = None, optimizer: torch.optim.Optimizer | None = None,
               scheduler=None, batch_size: int = 64, seed: int = 0, desc: str = "",
               label_smoothing: float = 0.0, sample_weights: dict[str, torch.Tensor] | None = None,
-              ema: ModelEmaV3 | None = None) -> EpochResult:
+              ema: ModelEmaV3 | None = None, mix: ActivationMix | None = None) -> EpochResult:
     """One pass over cached activations: trains when an optimizer is given, else evaluates.
 
-    With `ema`, its moving average of the weights is updated after every optimizer step.
+    With `ema`, its moving average of the weights is updated after every optimizer step. With `mix`,
+    training batches are mixed and the loss is lam x (own labels) + (1 - lam) x (partner's labels).
     """
     train = optimizer is not None
     set_train_mode(model, frozen_blocks, train)
@@ -243,11 +274,16 @@ def run_epoch(model: MultiHeadModel, frozen_blocks: int, activations: np.ndarray
         idx = np.sort(order[start:start + batch_size])
         x = torch.from_numpy(np.asarray(activations[idx], dtype=np.float32))
         y = {h: t[idx] for h, t in targets.items()}
+        photo_weights = {h: w[idx] for h, w in sample_weights.items()} if train and sample_weights else None
+        x, lam = mix(x) if train and mix is not None else (x, 1.0)
         with torch.set_grad_enabled(train):
             features = model.forward_tail(x, frozen_blocks)
             logits = model.classify(features)
-            loss = multitask_loss(logits, y, loss_weights, weights, label_smoothing if train else 0.0,
-                                  {h: w[idx] for h, w in sample_weights.items()} if train and sample_weights else None)
+            smoothing = label_smoothing if train else 0.0
+            loss = multitask_loss(logits, y, loss_weights, weights, smoothing, photo_weights)
+            if lam < 1.0:  # the partner's labels, for its share of the mixed activations
+                loss = lam * loss + (1 - lam) * multitask_loss(logits, reversed_batch(y), loss_weights, weights,
+                                                               smoothing, reversed_batch(photo_weights))
         if train:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

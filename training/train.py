@@ -35,7 +35,7 @@ from inference.tasks import DEFAULT_ARCHITECTURE, TASKS, get_task
 from training import diagnostics, report
 from training.augment import PRESETS, SWITCHES as REALISM_SWITCHES, PhotoRealism, RealismConfig
 from training.data import DataError, grouped_split, load_dataset, load_label_map
-from training.engine import ImageViews, cache_front, class_weights, cosine_with_warmup, \
+from training.engine import ActivationMix, ImageViews, cache_front, class_weights, cosine_with_warmup, \
     create_train_transform, MixedViews, run_epoch, source_weights, targets_for, trainable_parameters, UNKNOWN
 from training.publish import PublishError, push_to_hub
 
@@ -60,6 +60,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="validate and ship a moving average of the weights (timm ModelEmaV3, warmed up) with "
                         "at most this decay per step; 0 (default) ships the raw weights (the collectibles "
                         "checkpoint used 0.99)")
+    p.add_argument("--mix-prob", type=float, default=0.0,
+                   help="share of training batches mixed with CutMix or Mixup (half each) on the cached "
+                        "activations, labels mixed alike; 0 (default) turns it off")
+    p.add_argument("--drop-path", type=float, default=0.0,
+                   help="stochastic depth rate of the backbone (timm drop_path_rate; acts only while training)")
     p.add_argument("--source-balance", action="store_true",
                    help="weight each photo by 1/sqrt of its (source, label) group's size, so a label that "
                         "one source supplies in bulk is not learned from that source's photo style (car: "
@@ -141,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(run_dir)
     loss_weights = parse_loss_weights(spec, args.loss_weight)
     torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
     started = time.time()
 
     try:
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
              len(train), len(val))
 
     config = ModelConfig.for_task(spec, args.arch, args.image_size)
-    model = create_model(config, pretrained=not args.no_pretrained)
+    model = create_model(config, pretrained=not args.no_pretrained, drop_path_rate=args.drop_path)
     overrides = {s: getattr(args, f"realism_{s}") for s in REALISM_SWITCHES if getattr(args, f"realism_{s}") is not None}
     realism_config = RealismConfig.preset(args.realism, spec.name).with_overrides(**overrides)
     realism = PhotoRealism(realism_config) if args.realism != "none" or overrides else None
@@ -190,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = math.ceil(len(train) / args.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(steps * args.epochs, steps))
     ema = ModelEmaV3(model, decay=args.ema_decay, use_warmup=True) if args.ema_decay > 0 else None
+    mix = ActivationMix(args.mix_prob) if args.mix_prob > 0 else None
 
     state_path = run_dir / WORK_DIR / "last.pt"
     history: list[dict] = []
@@ -214,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         tr = run_epoch(model, k, MixedViews(train_views, args.seed * 7919 + epoch), train_y, loss_weights, weights,
                        optimizer, scheduler, args.batch_size, seed=args.seed + epoch,
                        desc=f"epoch {epoch}/{args.epochs} train", label_smoothing=args.label_smoothing,
-                       sample_weights=per_photo, ema=ema)
+                       sample_weights=per_photo, ema=ema, mix=mix)
         validated = model if ema is None else ema.module
         va = run_epoch(validated, k, val_acts, val_y, loss_weights, weights, desc="val")
         vp = run_epoch(validated, k, photo_acts, val_y, loss_weights, weights, desc="photo-like val")
