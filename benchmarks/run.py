@@ -414,7 +414,9 @@ def bench_training(s: Settings, data_dir: Path) -> dict[str, Any]:
     k = args.frozen_blocks
     config = ModelConfig.for_task(spec, args.arch, args.image_size)
     torch.manual_seed(0)
-    model = create_model(config, pretrained=False)   # weights do not change the timing
+    # Weights do not change the timing; the memory format (as train.py sets it, when it does) does.
+    memory_format = getattr(engine, "CPU_MEMORY_FORMAT", torch.contiguous_format)
+    model = create_model(config, pretrained=False).to(memory_format=memory_format)
 
     samples, origin, n_photos = collectible_samples(data_dir, s.cache_images)
     n_photos = n_photos or 3535
@@ -441,7 +443,7 @@ def bench_training(s: Settings, data_dir: Path) -> dict[str, Any]:
         per_image[name] = (time.perf_counter() - t0) / count
         if name == "train_view_realism":
             tensors = items
-    batch = torch.stack(tensors)
+    batch = torch.stack(tensors).contiguous(memory_format=memory_format)
     model.eval()
     with torch.inference_mode():
         model.forward_front(batch[:4], k)   # warm-up

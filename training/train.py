@@ -35,7 +35,7 @@ from inference.tasks import DEFAULT_ARCHITECTURE, TASKS, get_task
 from training import diagnostics, report
 from training.augment import PRESETS, SWITCHES as REALISM_SWITCHES, PhotoRealism, RealismConfig
 from training.data import DataError, grouped_split, load_dataset, load_label_map
-from training.engine import ActivationMix, ImageViews, cache_front, class_weights, cosine_with_warmup, \
+from training.engine import CPU_MEMORY_FORMAT, ActivationMix, ImageViews, cache_front, class_weights, cosine_with_warmup, \
     create_train_transform, MixedViews, run_epoch, source_weights, targets_for, trainable_parameters, UNKNOWN
 from training.publish import PublishError, push_to_hub
 
@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = ModelConfig.for_task(spec, args.arch, args.image_size)
     model = create_model(config, pretrained=not args.no_pretrained, drop_path_rate=args.drop_path)
+    model = model.to(memory_format=CPU_MEMORY_FORMAT)
     overrides = {s: getattr(args, f"realism_{s}") for s in REALISM_SWITCHES if getattr(args, f"realism_{s}") is not None}
     realism_config = RealismConfig.preset(args.realism, spec.name).with_overrides(**overrides)
     realism = PhotoRealism(realism_config) if args.realism != "none" or overrides else None
