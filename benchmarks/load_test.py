@@ -14,9 +14,9 @@
    rejection; anything else (5xx, timeouts, queue full, a bad input accepted) is a failure.
    A short concurrent warm-up (`--warmup-rounds`) comes first; it is checked the same way but
    left out of the latency and memory figures, so they describe steady state.
-3. The app's resident memory (process and children) is sampled during the load and for a few
-   seconds after it: once the app is idle again, its RSS may exceed the RSS at the start of the load
-   by at most `--max-growth-mb`. Working memory of requests in flight (a sawtooth while Grad-CAM
+3. The app's resident memory (process and children) is sampled for a few idle seconds before the
+   load, during it, and for a few idle seconds after it: the lowest RSS once idle after the load may
+   exceed the lowest idle RSS before it by at most `--max-growth-mb`. Working memory of requests in flight (a sawtooth while Grad-CAM
    requests come and go) is not a leak; memory still held after the work is done is.
 
 Prints requests/s, p50/p95/p99 latency, errors, rejections and RSS; writes JSON; exits 1 if any
@@ -53,7 +53,7 @@ MIX = {("valid", "gradio", False): 0.30, ("valid", "gradio", True): 0.10, ("vali
 REQUEST_TIMEOUT_S = 120.0
 GRACE_S = 30.0
 SAMPLE_EVERY_S = 0.25
-SETTLE_S = 3.0          # how long RSS is sampled after the load, while the app goes idle
+IDLE_S = 3.0            # how long RSS is sampled while the app is idle, before and after the load
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,8 +276,8 @@ class RssSampler(threading.Thread):
             self.samples.append((self.samples[-1][0] if self.samples else 0.0, value))
 
 
-def settle_samples(pid: int, seconds: float = SETTLE_S, every: float = SAMPLE_EVERY_S) -> list[float]:
-    """RSS samples (MiB) while the app goes idle after the load."""
+def idle_samples(pid: int, seconds: float = IDLE_S, every: float = SAMPLE_EVERY_S) -> list[float]:
+    """RSS samples (MiB) while the app has no request to work on."""
     samples, end = [], time.perf_counter() + seconds
     while time.perf_counter() < end:
         if (value := rss_mb(pid)) is not None:
@@ -286,16 +286,18 @@ def settle_samples(pid: int, seconds: float = SETTLE_S, every: float = SAMPLE_EV
     return samples
 
 
-def memory_report(during: list[float], after: list[float], max_growth_mb: float) -> dict[str, Any]:
-    """RSS at the start of the load vs the lowest RSS once idle after it (MiB): growth beyond
+def memory_report(before: list[float], during: list[float], after: list[float],
+                  max_growth_mb: float) -> dict[str, Any]:
+    """Lowest idle RSS before the load vs lowest idle RSS after it (MiB): growth beyond
     `max_growth_mb` fails. The peak during the load is reported, not judged."""
-    if len(during) < 2 or not after:
-        return {"pass": None, "reason": f"only {len(during)} + {len(after)} RSS samples",
-                "samples": len(during) + len(after)}
-    start, settled = during[0], min(after)
+    if not before or not during or not after:
+        return {"pass": None, "reason": f"RSS samples: {len(before)} before, {len(during)} during, {len(after)} after",
+                "samples": len(before) + len(during) + len(after)}
+    start, settled = min(before), min(after)
     growth = settled - start
     return {"pass": growth <= max_growth_mb, "start_mb": start, "peak_mb": max(during), "settled_mb": settled,
-            "growth_mb": round(growth, 1), "max_growth_mb": max_growth_mb, "samples": len(during) + len(after)}
+            "growth_mb": round(growth, 1), "max_growth_mb": max_growth_mb,
+            "samples": len(before) + len(during) + len(after)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -406,6 +408,7 @@ def run_load_test(url: str, pid: int | None, clients: int = 8, requests: int = 4
         schedule = build_schedule(valid, bad, requests, seed)
         log(f"load: {len(schedule)} requests from {clients} concurrent clients "
             f"(new requests stop after {max(0.0, deadline - time.perf_counter()):.0f} s)")
+        idle_before = idle_samples(pid) if pid else []
         outcomes, load_seconds, stuck, samples = run_phase(schedule, doors, baseline, deadline, pid)
         failed_warmup = [o for o in warm_outcomes if o.status != "ok"]
         stuck += warm_stuck
@@ -418,7 +421,7 @@ def run_load_test(url: str, pid: int | None, clients: int = 8, requests: int = 4
         groups = sorted({o.group for o in outcomes})
         latency = {"all": summarize([o.seconds for o in outcomes], 1000, 1),
                    **{g: summarize([o.seconds for o in outcomes if o.group == g], 1000, 1) for g in groups}}
-        memory = memory_report([v for _, v in samples], settle_samples(pid), max_growth_mb) if pid else \
+        memory = memory_report(idle_before, [v for _, v in samples], idle_samples(pid), max_growth_mb) if pid else \
             {"pass": None, "reason": "app process not found: RSS not sampled"}
         step = max(1, len(samples) // 200)
         memory["trace_s_mb"] = samples[::step]
@@ -459,7 +462,7 @@ def render(report: dict[str, Any]) -> str:
     lat, mem = report["latency_ms"], report["memory"]
     summary = markdown_table(
         ["Clients", "Requests", "Requests/s", "p50 ms", "p95 ms", "p99 ms", "Failed", "Inconsistent",
-         "Rejected (expected)", "RSS start → idle after MiB"],
+         "Rejected (expected)", "RSS idle before → after MiB"],
         [[report["clients"], f"{report['completed']}/{report['requested']}", fmt_num(report["requests_per_s"], 1),
           fmt_num(lat["all"]["p50"]), fmt_num(lat["all"]["p95"]), fmt_num(lat["all"]["p99"]), report["failed"],
           report["inconsistent"], report["expected_rejections"],
@@ -473,8 +476,8 @@ def render(report: dict[str, Any]) -> str:
     if mem.get("pass") is None:
         lines.append(f"Memory: not checked ({mem.get('reason')}).")
     else:
-        lines.append(f"Memory: {mem['start_mb']} MiB at the start of the load, peak {mem['peak_mb']} MiB during it, "
-                     f"{mem['settled_mb']} MiB once idle again (growth {mem['growth_mb']:+} MiB, limit "
+        lines.append(f"Memory: {mem['start_mb']} MiB idle before the load, peak {mem['peak_mb']} MiB during it, "
+                     f"{mem['settled_mb']} MiB idle after it (growth {mem['growth_mb']:+} MiB, limit "
                      f"{mem['max_growth_mb']}; {mem['samples']} samples).")
     for name, ok in report["checks"].items():
         lines.append(f"- {name.replace('_', ' ')}: {'PASS' if ok else 'FAIL'}")
@@ -496,7 +499,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the request mix")
     p.add_argument("--odd-per-task", type=int, help="odd-but-valid image variants per task (default: all)")
     p.add_argument("--examples-per-task", type=int, help="example photos per task (default: all)")
-    p.add_argument("--max-growth-mb", type=float, default=100.0, help="allowed RSS growth: once idle after the load vs its start")
+    p.add_argument("--max-growth-mb", type=float, default=100.0, help="allowed RSS growth: idle after the load vs idle before it")
     p.add_argument("--warmup-rounds", type=int, default=1,
                    help="concurrent warm-up before the measured load: per round, --clients requests of every "
                         "valid kind (both tasks; gradio_client with and without Grad-CAM; REST)")

@@ -126,14 +126,14 @@ def test_memory_report():
     start = [1000.0 + (i % 3) for i in range(10)]
     # Working memory that comes and goes while requests are in flight is not growth...
     sawtooth = start + [1100.0, 1200.0, 1270.0, 1105.0, 1250.0, 1275.0]
-    report = load_test.memory_report(sawtooth, [1180.0, 1060.0, 1010.0], 64)
+    report = load_test.memory_report([1020.0, 1000.0], sawtooth, [1180.0, 1060.0, 1010.0], 64)
     assert report["pass"] is True and report["growth_mb"] == 10.0 and report["peak_mb"] == 1275.0
     # ...memory still held once the app is idle again is.
     leaking = [1000.0 + 5 * i for i in range(40)]
-    report = load_test.memory_report(leaking, [1195.0, 1190.0, 1192.0], 64)
+    report = load_test.memory_report([1000.0, 1001.0], leaking, [1195.0, 1190.0, 1192.0], 64)
     assert report["pass"] is False and report["growth_mb"] == 190.0
-    assert load_test.memory_report([1.0], [2.0], 64)["pass"] is None
-    assert load_test.memory_report([1.0, 2.0], [], 64)["pass"] is None
+    assert load_test.memory_report([], [1.0], [2.0], 64)["pass"] is None
+    assert load_test.memory_report([1.0], [1.0, 2.0], [], 64)["pass"] is None
 
 
 def test_schedule_is_seeded_and_mixes_every_kind(tmp_path):
@@ -156,7 +156,7 @@ def test_load_test_render(tmp_path):
     report = {"clients": 8, "completed": 3, "requested": 3, "requests_per_s": 12.5, "failed": 0, "inconsistent": 0,
               "expected_rejections": 1, "latency_ms": {"all": stats, "REST": stats},
               "by_group": {"REST": {"ok": 2, "rejected": 1, "failed": 0, "inconsistent": 0}},
-              "memory": load_test.memory_report([1000.0] * 8, [1000.0], 64), "checks": {"no_failed_requests": True},
+              "memory": load_test.memory_report([1000.0], [1000.0] * 8, [1000.0], 64), "checks": {"no_failed_requests": True},
               "stopped_by_deadline": False, "max_seconds": 60, "problems": {"failed": []}}
     text = load_test.render(report)
     assert "| 8 | 3/3 | 12.5 |" in text and "growth +0.0 MiB" in text and "no failed requests: PASS" in text

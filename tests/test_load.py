@@ -2,8 +2,8 @@
 a minute: 8 concurrent clients, 80 requests mixing both tasks, Grad-CAM, REST and bad inputs.
 
 Every valid request must get the answer it gets alone, every bad input its clean rejection, no
-request may fail, and once idle after the load the app may hold no more than MAX_GROWTH_MB above
-its memory at the start of the load. Timings are reported, never asserted.
+request may fail, and idle after the load the app may hold no more than MAX_GROWTH_MB above its
+idle memory before the load. Timings are reported, never asserted.
 """
 from __future__ import annotations
 
