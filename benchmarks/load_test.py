@@ -15,9 +15,10 @@
    A short concurrent warm-up (`--warmup-rounds`) comes first; it is checked the same way but
    left out of the latency and memory figures, so they describe steady state.
 3. The app's resident memory (process and children) is sampled for a few idle seconds before the
-   load, during it, and for a few idle seconds after it: the lowest RSS once idle after the load may
-   exceed the lowest idle RSS before it by at most `--max-growth-mb`. Working memory of requests in flight (a sawtooth while Grad-CAM
-   requests come and go) is not a leak; memory still held after the work is done is.
+   load, during it, and for a few idle seconds after it: the lowest idle RSS after the load may
+   exceed the lowest idle RSS before it by at most `--max-growth-mb`. Working memory of requests
+   in flight (a sawtooth while Grad-CAM requests come and go) is not a leak; memory still held
+   after the work is done is.
 
 Prints requests/s, p50/p95/p99 latency, errors, rejections and RSS; writes JSON; exits 1 if any
 check fails. New requests stop at `--max-seconds` (whole run), in-flight ones get a short grace.
@@ -276,14 +277,13 @@ class RssSampler(threading.Thread):
             self.samples.append((self.samples[-1][0] if self.samples else 0.0, value))
 
 
-def idle_samples(pid: int, seconds: float = IDLE_S, every: float = SAMPLE_EVERY_S) -> list[float]:
+def idle_samples(pid: int, seconds: float = IDLE_S) -> list[float]:
     """RSS samples (MiB) while the app has no request to work on."""
-    samples, end = [], time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        if (value := rss_mb(pid)) is not None:
-            samples.append(value)
-        time.sleep(every)
-    return samples
+    sampler = RssSampler(pid)
+    sampler.start()
+    time.sleep(seconds)
+    sampler.stop()
+    return [value for _, value in sampler.samples]
 
 
 def memory_report(before: list[float], during: list[float], after: list[float],

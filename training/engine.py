@@ -29,8 +29,8 @@ from training.data import Sample
 
 log = logging.getLogger(__name__)
 UNKNOWN = -1  # target value of a label that is not known for a photo: masked out of the loss
-# On CPU, oneDNN runs EfficientNet's depthwise convolutions ~1.7x faster on channels-last tensors
-# (caching and training steps alike); the saved weights are made contiguous, so checkpoints do not change.
+# On CPU, oneDNN runs EfficientNet's convolutions faster on channels-last tensors (collectibles with
+# --frozen-blocks 4: epochs 82 -> 44 s, caching 601 -> 408 s); saved weights are made contiguous.
 CPU_MEMORY_FORMAT = torch.channels_last
 
 
