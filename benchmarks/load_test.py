@@ -290,14 +290,14 @@ def memory_report(before: list[float], during: list[float], after: list[float],
                   max_growth_mb: float) -> dict[str, Any]:
     """Lowest idle RSS before the load vs lowest idle RSS after it (MiB): growth beyond
     `max_growth_mb` fails. The peak during the load is reported, not judged."""
+    n = len(before) + len(during) + len(after)
     if not before or not during or not after:
         return {"pass": None, "reason": f"RSS samples: {len(before)} before, {len(during)} during, {len(after)} after",
-                "samples": len(before) + len(during) + len(after)}
+                "samples": n}
     start, settled = min(before), min(after)
     growth = settled - start
     return {"pass": growth <= max_growth_mb, "start_mb": start, "peak_mb": max(during), "settled_mb": settled,
-            "growth_mb": round(growth, 1), "max_growth_mb": max_growth_mb,
-            "samples": len(before) + len(during) + len(after)}
+            "growth_mb": round(growth, 1), "max_growth_mb": max_growth_mb, "samples": n}
 
 
 # --------------------------------------------------------------------------------------------
@@ -499,7 +499,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the request mix")
     p.add_argument("--odd-per-task", type=int, help="odd-but-valid image variants per task (default: all)")
     p.add_argument("--examples-per-task", type=int, help="example photos per task (default: all)")
-    p.add_argument("--max-growth-mb", type=float, default=100.0, help="allowed RSS growth: idle after the load vs idle before it")
+    p.add_argument("--max-growth-mb", type=float, default=100.0,
+                   help="allowed RSS growth: idle after the load vs idle before it")
     p.add_argument("--warmup-rounds", type=int, default=1,
                    help="concurrent warm-up before the measured load: per round, --clients requests of every "
                         "valid kind (both tasks; gradio_client with and without Grad-CAM; REST)")

@@ -156,7 +156,8 @@ def test_load_test_render(tmp_path):
     report = {"clients": 8, "completed": 3, "requested": 3, "requests_per_s": 12.5, "failed": 0, "inconsistent": 0,
               "expected_rejections": 1, "latency_ms": {"all": stats, "REST": stats},
               "by_group": {"REST": {"ok": 2, "rejected": 1, "failed": 0, "inconsistent": 0}},
-              "memory": load_test.memory_report([1000.0], [1000.0] * 8, [1000.0], 64), "checks": {"no_failed_requests": True},
+              "memory": load_test.memory_report([1000.0], [1000.0] * 8, [1000.0], 64),
+              "checks": {"no_failed_requests": True},
               "stopped_by_deadline": False, "max_seconds": 60, "problems": {"failed": []}}
     text = load_test.render(report)
     assert "| 8 | 3/3 | 12.5 |" in text and "growth +0.0 MiB" in text and "no failed requests: PASS" in text
