@@ -426,3 +426,31 @@ def test_activation_mix_cuts_or_blends_the_reversed_batch_and_reports_the_label_
     assert ActivationMix(0.0)(x)[1] == 1.0 and ActivationMix(0.0)(x)[0] is x
     assert torch.equal(reversed_batch({"damage": torch.tensor([0, 1, -1])})["damage"], torch.tensor([-1, 1, 0]))
     assert reversed_batch(None) is None
+
+
+def test_wide_crop_ratio_lets_training_see_whole_book_covers():
+    """Inference squashes a whole 2:3 cover to the square input; with the default 3:4..4:3 crops training
+    never sees the whole cover (title and author at the edges are always cut), with --crop-ratio 0.5 2 it can."""
+    import random
+
+    import torch
+
+    from inference.model import ModelConfig
+    from inference.tasks import DEFAULT_ARCHITECTURE
+    from training.engine import DEFAULT_CROP_RATIO, create_train_transform
+
+    cover = np.full((300, 200, 3), 128, np.uint8)
+    cover[:10, :, 0], cover[-10:, :, 2] = 255, 255  # a red top edge and a blue bottom edge
+    image = Image.fromarray(cover)
+    data_config = ModelConfig.for_task(get_task("collectibles"), DEFAULT_ARCHITECTURE, 224).data_config
+
+    def whole_covers(crop_ratio: tuple[float, float]) -> int:
+        transform = create_train_transform(data_config, "collectibles", crop_ratio)
+        random.seed(0)
+        torch.manual_seed(0)
+        views = [transform(image) for _ in range(150)]
+        return sum(bool(v[0, 0].mean() > v[2, 0].mean() + 0.5 and v[2, -1].mean() > v[0, -1].mean() + 0.5)
+                   for v in views)
+
+    assert whole_covers(DEFAULT_CROP_RATIO) == 0
+    assert whole_covers((0.5, 2.0)) >= 5  # 10 of 150 with this seed

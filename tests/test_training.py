@@ -125,11 +125,13 @@ def test_car_smoke_run_masks_unknown_labels(tmp_path):
     manifest, out = tiny_car(tmp_path), tmp_path / "run"
     # Mixed batches (CutMix/Mixup on activations) pair photos whose labels are unknown for a head too.
     result = train("--task", "car", "--data", str(manifest), "--out", str(out), "--epochs", "1", "--no-onnx",
-                   "--loss-weight", "damage=1.5", "--mix-prob", "1", "--drop-path", "0.1")
+                   "--loss-weight", "damage=1.5", "--mix-prob", "1", "--drop-path", "0.1", "--crop-ratio", "0.5", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["training"]["loss_weights"] == {"cleanliness": 1.0, "damage": 1.5}
     assert (metrics["training"]["args"]["mix_prob"], metrics["training"]["args"]["drop_path"]) == (1.0, 0.1)
+    assert metrics["training"]["args"]["crop_ratio"] == [0.5, 2.0]
+    assert [p.name for p in (out / ".work").glob("cache-*/train_0_*.npy")] == ["train_0_plain_crop0.5-2.npy"]
     assert all(math.isfinite(h["train_loss"]) for h in metrics["history"])
     val = metrics["splits"]["val"]
     # Each head is scored only on the photos whose label for it is known.
@@ -146,6 +148,8 @@ def test_training_errors_are_clear(tmp_path):
     (bad / "cats" / "a.jpg").write_bytes(b"not really")
     unknown = train("--task", "collectibles", "--data", str(bad), "--out", str(tmp_path / "r2"))
     assert unknown.returncode == 2 and "cats" in unknown.stderr and "Traceback" not in unknown.stderr
+    crop = train("--task", "collectibles", "--data", str(bad), "--crop-ratio", "2", "0.5")
+    assert crop.returncode == 2 and "--crop-ratio needs 0 < LO <= HI" in crop.stderr
 
 
 def test_push_to_hub_fails_with_a_clear_message(tmp_path):

@@ -32,17 +32,20 @@ UNKNOWN = -1  # target value of a label that is not known for a photo: masked ou
 # On CPU, oneDNN runs EfficientNet's convolutions faster on channels-last tensors (collectibles with
 # --frozen-blocks 4: epochs 82 -> 44 s, caching 601 -> 408 s); saved weights are made contiguous.
 CPU_MEMORY_FORMAT = torch.channels_last
+DEFAULT_CROP_RATIO = (3 / 4, 4 / 3)
 
 
-def create_train_transform(data_config: dict, task: str):
+def create_train_transform(data_config: dict, task: str,
+                           crop_ratio: tuple[float, float] = DEFAULT_CROP_RATIO):
     """timm's training transform from the same data config inference uses.
 
     Crops keep most of the photo (damage at the edge must stay in), colour jitter is mild and
-    hue is left alone so dirt keeps its colour.
+    hue is left alone so dirt keeps its colour. `crop_ratio` bounds the crop's width / height in the
+    photo's pixels; the crop is then squashed to the square input as inference squashes the whole photo.
     """
     cfg = {k: v for k, v in data_config.items() if k not in ("crop_pct", "crop_mode")}
     scale = (0.35, 1.0) if task == "car" else (0.25, 1.0)
-    return timm.data.create_transform(**cfg, is_training=True, scale=scale, ratio=(3 / 4, 4 / 3),
+    return timm.data.create_transform(**cfg, is_training=True, scale=scale, ratio=tuple(crop_ratio),
                                       hflip=0.5, color_jitter=(0.2, 0.2, 0.1, 0.0))
 
 

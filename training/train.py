@@ -22,6 +22,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from inference.tasks import DEFAULT_ARCHITECTURE, TASKS, get_task
 from training import diagnostics, report
 from training.augment import PRESETS, SWITCHES as REALISM_SWITCHES, PhotoRealism, RealismConfig
 from training.data import DataError, grouped_split, load_dataset, load_label_map
-from training.engine import CPU_MEMORY_FORMAT, ActivationMix, ImageViews, cache_front, class_weights, \
+from training.engine import CPU_MEMORY_FORMAT, DEFAULT_CROP_RATIO, ActivationMix, ImageViews, cache_front, class_weights, \
     cosine_with_warmup, create_train_transform, MixedViews, run_epoch, source_weights, targets_for, \
     trainable_parameters, UNKNOWN
 from training.publish import PublishError, push_to_hub
@@ -73,6 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--views", type=int, default=5, help="augmented views per training photo to cache")
     p.add_argument("--plain-views", type=int, default=1,
                    help="how many of those views skip the photo-realism step (timm's augmentation only)")
+    p.add_argument("--crop-ratio", type=float, nargs=2, default=DEFAULT_CROP_RATIO, metavar=("LO", "HI"),
+                   help="width / height range of the training crops, in the photo's pixels (0.5 2 includes "
+                        "whole 2:3 book covers, which inference squashes to the square input)")
     p.add_argument("--frozen-blocks", type=int, default=5,
                    help="backbone stages kept frozen (of 7; the collectibles checkpoint used 4)")
     p.add_argument("--loss-weight", action="append", default=[], metavar="HEAD=W",
@@ -97,7 +101,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--report-only", action="store_true",
                    help="no training: re-measure and rewrite the report of the run folder's best checkpoint")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the run folder to this Hub model repo")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 0 < args.crop_ratio[0] <= args.crop_ratio[1]:
+        p.error(f"--crop-ratio needs 0 < LO <= HI, got {args.crop_ratio[0]:g} {args.crop_ratio[1]:g}")
+    return args
 
 
 def parse_loss_weights(spec, overrides: list[str]) -> dict[str, float]:
@@ -133,11 +140,12 @@ def cache_key(args, train, val) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def view_name(view: int, realism: RealismConfig | None) -> str:
+def view_name(view: int, realism: RealismConfig | None, crop_ratio: Sequence[float]) -> str:
     """A training view's cache file: its index and its augmentation settings."""
     settings = "plain" if realism is None else hashlib.sha256(
         json.dumps(realism.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-    return f"train_{view}_{settings}.npy"
+    crop = "" if tuple(crop_ratio) == DEFAULT_CROP_RATIO else "_crop{:g}-{:g}".format(*crop_ratio)
+    return f"train_{view}_{settings}{crop}.npy"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,13 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {s: getattr(args, f"realism_{s}") for s in REALISM_SWITCHES if getattr(args, f"realism_{s}") is not None}
     realism_config = RealismConfig.preset(args.realism, spec.name).with_overrides(**overrides)
     realism = PhotoRealism(realism_config) if args.realism != "none" or overrides else None
-    train_tf, eval_tf = create_train_transform(config.data_config, spec.name), create_eval_transform(config.data_config)
+    train_tf, eval_tf = create_train_transform(config.data_config, spec.name, args.crop_ratio), \
+        create_eval_transform(config.data_config)
 
     k = args.frozen_blocks
     cache_dir = run_dir / WORK_DIR / f"cache-{cache_key(args, train, val)}"
     cache_start = time.time()
     view_realism = [None if v < args.plain_views else realism for v in range(args.views)]
-    view_paths = [cache_dir / view_name(v, view_realism[v] and realism_config) for v in range(args.views)]
+    view_paths = [cache_dir / view_name(v, view_realism[v] and realism_config, args.crop_ratio)
+                  for v in range(args.views)]
     val_path, photo_path = cache_dir / "val.npy", cache_dir / "val_photo.npy"
     # A cache finished by an earlier run is reused; the card says so, since its time is then not in the run's.
     cache_paths = (*view_paths, val_path, photo_path)
