@@ -18,7 +18,8 @@ import torch
 
 from inference.hub import CheckpointSource, resolve_checkpoint
 from inference.images import load_image
-from inference.model import ONNX_BATCH_DIM, ONNX_NAME, OOD_NAME, CheckpointError, create_eval_transform, load_checkpoint
+from inference.model import ONNX_BATCH_DIM, ONNX_NAME, OOD_NAME, CheckpointError, create_eval_transform, \
+    load_checkpoint
 from inference.ood import KnnDetector
 from inference.tasks import TaskSpec, get_task
 

@@ -36,8 +36,8 @@ from inference.tasks import DEFAULT_ARCHITECTURE, TASKS, get_task
 from training import diagnostics, report
 from training.augment import PRESETS, SWITCHES as REALISM_SWITCHES, PhotoRealism, RealismConfig
 from training.data import DataError, grouped_split, load_dataset, load_label_map
-from training.engine import CPU_MEMORY_FORMAT, DEFAULT_CROP_RATIO, ActivationMix, ImageViews, cache_front, class_weights, \
-    cosine_with_warmup, create_train_transform, MixedViews, run_epoch, source_weights, targets_for, \
+from training.engine import CPU_MEMORY_FORMAT, DEFAULT_CROP_RATIO, ActivationMix, ImageViews, cache_front, \
+    class_weights, cosine_with_warmup, create_train_transform, MixedViews, run_epoch, source_weights, targets_for, \
     trainable_parameters, UNKNOWN
 from training.publish import PublishError, push_to_hub
 
