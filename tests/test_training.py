@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from inference.hub import CheckpointSource
@@ -180,7 +181,8 @@ def test_atomic_write_never_leaves_a_half_written_file(tmp_path):
 def test_evaluate_compares_plain_and_photo_like_conditions(tmp_path):
     data = tiny_collectibles(tmp_path, per_class=3)
     ev = subprocess.run([sys.executable, "-m", "training.evaluate", "--task", "collectibles", "--data", str(data),
-                         "--json", "--condition", "plain", "--condition", "photo_like", "--no-progress"],
+                         "--json", "--condition", "plain", "--condition", "photo_like", "--condition", "square",
+                         "--group-by", "label:category", "--no-progress"],
                         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert ev.returncode == 0, ev.stderr[-3000:]
     report = json.loads(ev.stdout)
@@ -189,3 +191,15 @@ def test_evaluate_compares_plain_and_photo_like_conditions(tmp_path):
     assert plain["heads"]["category"]["n"] == photo["heads"]["category"]["n"] == 15
     assert plain["heads"]["category"]["accuracy"] == report["heads"]["category"]["accuracy"]
     assert set(photo["per_source"]) == set(report["per_source"])
+    # Recall per class under each picture shape, so a shape shortcut shows as a drop.
+    square = report["per_condition"]["square"]["per_group"]["label:category"]
+    assert set(square) == {"books", "coins", "drumsticks", "stamps", "vinyls"}
+
+
+def test_reframing_conditions_crop_to_the_named_shape():
+    from training.evaluate import REFRAME_ASPECTS, centre_crop_to_aspect
+
+    photo = Image.new("RGB", (200, 300))
+    for aspect in (*REFRAME_ASPECTS.values(), 2.0):
+        w, h = centre_crop_to_aspect(photo, aspect).size
+        assert abs(w / h - aspect) < 0.01 and (w == 200 or h == 300)   # the largest such crop

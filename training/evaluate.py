@@ -1,7 +1,7 @@
 """Evaluate a checkpoint on a labelled data set (fixed interface, used by others).
 
     python -m training.evaluate --task {collectibles,car} --data DIR [--weights DIR] [--json]
-        [--group-by source|label:<head> ...] [--condition plain|photo_like ...] [--label-map FILE]
+        [--group-by source|label:<head> ...] [--condition plain|photo_like|portrait_2x3|square ...] [--label-map FILE]
         [--batch-size 32]
         [--backend auto|torch|onnx]
 
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from inference.hub import HUB_PREFIX
@@ -38,7 +39,10 @@ from training.augment import photo_like_view
 from training.report import group_accuracy, summarize
 
 EXIT_ERROR = 2
-CONDITIONS = ("plain", "photo_like")
+CONDITIONS = ("plain", "photo_like", "portrait_2x3", "square")
+# "portrait_2x3" and "square" centre-crop each picture to that shape (width / height): if a model reads
+# the class from the picture's shape (2:3 book scans, square album art), recall drops under them.
+REFRAME_ASPECTS = {"portrait_2x3": 2 / 3, "square": 1.0}
 PHOTO_LIKE_SEED = 20_000   # not a seed training uses for its own photo-like views
 
 
@@ -53,13 +57,24 @@ def group_keys(samples: Sequence[Any], column: str) -> list[str]:
 
 
 def condition_loader(condition: str, task: str) -> Callable[[Any, int], Any]:
-    """How a sample is shown to the model: as stored ("plain"), or re-staged as a phone photo
-    ("photo_like": training.augment.photo_like_view with a fixed seed per image)."""
+    """How a sample is shown to the model: as stored ("plain"), re-staged as a phone photo
+    ("photo_like": training.augment.photo_like_view with a fixed seed per image), or centre-cropped
+    to another picture shape ("portrait_2x3", "square")."""
     if condition == "plain":
         return lambda sample, i: str(sample.path)
     if condition == "photo_like":
         return lambda sample, i: photo_like_view(load_image(sample.path), task, seed=PHOTO_LIKE_SEED + i)[0]
+    if condition in REFRAME_ASPECTS:
+        return lambda sample, i: centre_crop_to_aspect(load_image(sample.path), REFRAME_ASPECTS[condition])
     raise ValueError(f"unknown condition {condition!r}; use one of {', '.join(CONDITIONS)}")
+
+
+def centre_crop_to_aspect(image: Image.Image, aspect: float) -> Image.Image:
+    """The largest centred crop with width / height = `aspect`."""
+    w, h = image.size
+    cw, ch = (round(h * aspect), h) if w / h > aspect else (w, round(w / aspect))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return image.crop((left, top, left + cw, top + ch))
 
 
 def predict_samples(predictor, samples: Sequence[Any], batch_size: int = BATCH_SIZE,
@@ -183,9 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--condition", action="append", choices=CONDITIONS, default=[],
-                        help="how photos are shown: 'plain' (as stored, the default) and/or 'photo_like' "
-                             "(re-staged as phone photos); with several, 'per_condition' compares them "
-                             "and the main figures are the first one's")
+                        help="how photos are shown: 'plain' (as stored, the default), 'photo_like' "
+                             "(re-staged as phone photos), 'portrait_2x3' or 'square' (centre-cropped to "
+                             "that shape: a shape shortcut shows as lost recall); with several, "
+                             "'per_condition' compares them and the main figures are the first one's")
     return parser
 
 
@@ -243,7 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["per_condition"] = {c: {"n_images": r["n_images"], "in_domain_rate": r["in_domain_rate"],
                                        "heads": {h: {k: m[k] for k in ("accuracy", "macro_f1", "n")}
                                                  for h, m in r["heads"].items()},
-                                       "per_source": r["per_source"]} for c, r in results.items()}
+                                       "per_source": r["per_source"],
+                                       **({"per_group": r["per_group"]} if "per_group" in r else {})}
+                                   for c, r in results.items()}
     result["n_skipped"] += len(dataset.skipped)
     if not result["n_images"]:
         return fail("no image could be evaluated")
