@@ -1,8 +1,8 @@
 """Evaluate a checkpoint on a labelled data set (fixed interface, used by others).
 
     python -m training.evaluate --task {collectibles,car} --data DIR [--weights DIR] [--json]
-        [--group-by source|label:<head> ...] [--condition plain|photo_like|portrait_2x3|square ...] [--label-map FILE]
-        [--batch-size 32]
+        [--group-by source|label:<head> ...] [--condition plain|photo_like|portrait_2x3|square ...]
+        [--label-map FILE] [--batch-size 32]
         [--backend auto|torch|onnx]
 
 Reads any format `training.data.load_dataset` knows (class folders, CSV manifest, Label Studio
