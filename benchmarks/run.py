@@ -405,8 +405,8 @@ def bench_training(s: Settings, data_dir: Path) -> dict[str, Any]:
     from inference.predictor import NUM_THREADS
     from inference.tasks import get_task
     from training.augment import PhotoRealism, RealismConfig
-    from training import engine
-    from training.engine import ImageViews, create_train_transform, run_epoch, trainable_parameters
+    from training.engine import CPU_MEMORY_FORMAT, ImageViews, MixedViews, create_train_transform, run_epoch, \
+        trainable_parameters
 
     torch.set_num_threads(NUM_THREADS)
     args = training_defaults()
@@ -414,9 +414,8 @@ def bench_training(s: Settings, data_dir: Path) -> dict[str, Any]:
     k = args.frozen_blocks
     config = ModelConfig.for_task(spec, args.arch, args.image_size)
     torch.manual_seed(0)
-    # Weights do not change the timing; the memory format (as train.py sets it, when it does) does.
-    memory_format = getattr(engine, "CPU_MEMORY_FORMAT", torch.contiguous_format)
-    model = create_model(config, pretrained=False).to(memory_format=memory_format)
+    # Weights do not change the timing; the memory format train.py sets does.
+    model = create_model(config, pretrained=False).to(memory_format=CPU_MEMORY_FORMAT)
 
     samples, origin, n_photos = collectible_samples(data_dir, s.cache_images)
     n_photos = n_photos or 3535
@@ -443,7 +442,7 @@ def bench_training(s: Settings, data_dir: Path) -> dict[str, Any]:
         per_image[name] = (time.perf_counter() - t0) / count
         if name == "train_view_realism":
             tensors = items
-    batch = torch.stack(tensors).contiguous(memory_format=memory_format)
+    batch = torch.stack(tensors).contiguous(memory_format=CPU_MEMORY_FORMAT)
     model.eval()
     with torch.inference_mode():
         model.forward_front(batch[:4], k)   # warm-up
@@ -467,10 +466,9 @@ def bench_training(s: Settings, data_dir: Path) -> dict[str, Any]:
     for g in groups:
         g["lr"] = args.lr * g["lr_scale"]
     optimizer = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
-    # As train.py feeds it: one of the cached views of each photo per batch (MixedViews) when the
-    # engine has it. The same array stands in for every view: the gather costs the same.
-    mixed = getattr(engine, "MixedViews", None)
-    train_acts = mixed([acts[:n_time_train]] * args.views, 1) if mixed else acts[:n_time_train]
+    # As train.py feeds it: one of the cached views of each photo per batch (MixedViews). The same
+    # array stands in for every view: the gather costs the same.
+    train_acts = MixedViews([acts[:n_time_train]] * args.views, 1)
     t0 = time.perf_counter()
     run_epoch(model, k, train_acts, targets(n_time_train), spec.loss_weights, None, optimizer, None,
               args.batch_size, seed=1, label_smoothing=args.label_smoothing)
@@ -490,7 +488,7 @@ def bench_training(s: Settings, data_dir: Path) -> dict[str, Any]:
         "task": "collectibles", "defaults": {k_: getattr(args, k_) for k_ in
                                              ("arch", "image_size", "epochs", "patience", "batch_size", "views",
                                               "frozen_blocks", "realism", "val_fraction", "workers")},
-        "plain_views": plain_views, "train_batches_mix_views": bool(mixed),
+        "plain_views": plain_views, "train_batches_mix_views": True,
         "n_train": n_train, "n_val": n_val, "photos_from": origin, "activation_shape": list(act_shape),
         "measured": {"train_pass_s": round(train_pass, 2), "train_pass_images": n_time_train,
                      "val_passes_s": round(val_passes, 2), "val_pass_images": n_time_val,
