@@ -733,6 +733,11 @@ def _downscale(img: Image.Image, rng: np.random.Generator, lo: int, hi: int) -> 
     return small.resize((w, h), (Image.BILINEAR, Image.BICUBIC)[int(rng.integers(2))])
 
 
+def crop_size_for_aspect(w: int, h: int, aspect: float) -> tuple[int, int]:
+    """Size of the largest crop of a w x h picture with width / height = `aspect`."""
+    return (w, max(1, round(w / aspect))) if aspect > w / h else (max(1, round(h * aspect)), h)
+
+
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
@@ -873,10 +878,7 @@ class PhotoRealism:
             target = _log_uniform(rng, lo, hi)
             if abs(math.log(target / src)) > 0.15:
                 break
-        if target > src:   # wider: cut height
-            cw, ch = w, max(1, round(w / target))
-        else:
-            cw, ch = max(1, round(h * target)), h
+        cw, ch = crop_size_for_aspect(w, h, target)
         x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
         return img.crop((x0, y0, x0 + cw, y0 + ch))
 

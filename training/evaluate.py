@@ -35,7 +35,7 @@ from inference.model import CheckpointError
 from inference.predictor import BACKENDS, BATCH_SIZE, load_model
 from inference.tasks import TASKS, TaskSpec, get_task
 from training.data import DataError, load_dataset, load_label_map
-from training.augment import photo_like_view
+from training.augment import crop_size_for_aspect, photo_like_view
 from training.report import group_accuracy, summarize
 
 EXIT_ERROR = 2
@@ -72,7 +72,7 @@ def condition_loader(condition: str, task: str) -> Callable[[Any, int], Any]:
 def centre_crop_to_aspect(image: Image.Image, aspect: float) -> Image.Image:
     """The largest centred crop with width / height = `aspect`."""
     w, h = image.size
-    cw, ch = (round(h * aspect), h) if w / h > aspect else (w, round(w / aspect))
+    cw, ch = crop_size_for_aspect(w, h, aspect)
     left, top = (w - cw) // 2, (h - ch) // 2
     return image.crop((left, top, left + cw, top + ch))
 
