@@ -5,7 +5,7 @@
 1. Folders: ``<root>/<label>/<image>`` for single-head tasks (collectibles). The folder name is the
    label (case-insensitive; spaces and hyphens count as underscores). Images may sit in deeper
    sub-folders; the first one below the class folder becomes the sample's ``source``, otherwise
-   the source is ``"folders"``. Extensions: jpg, jpeg, png, webp, bmp, gif (any case).
+   the source is ``"folders"``. Extensions: those of ``inference.images.IMAGE_EXTENSIONS`` (any case).
 2. CSV manifest: columns ``image`` plus one column per head (``image,label[,source]`` for
    collectibles, where ``label`` may stand in for the single head; ``image,cleanliness,damage[,source]``
    for car). Image paths are relative to the CSV's folder. An empty cell means "unknown" (None) and
@@ -30,33 +30,33 @@ extend it with a JSON file ``{"raw label": ["head", "label"], ...}`` read by ``l
 entries win over the defaults.
 
 Files that are missing or cannot be decoded are skipped and listed in ``Dataset.skipped``.
-``grouped_split`` makes a stratified train/val split in which near-duplicate images (perceptual-hash
-distance <= 6) always land on the same side.
+Several folders at once: ``load_sources`` reads each ``--data`` folder with its kind (``scan``:
+catalogue pictures and studio shots; ``photo``: real photos) and ``load_negatives`` reads folders of
+pictures that belong to none of the task's labels (a negatives manifest, or another task's data):
+they teach and test the in-domain check. Splits live in ``training.splits``.
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import logging
+import random
 import re
-import warnings
 from collections import Counter
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 from urllib.parse import parse_qs, unquote, urlparse
 
-import imagehash
-import numpy as np
 from PIL import Image
-from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
+from inference.images import IMAGE_EXTENSIONS
 from inference.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
 EXPECTED_FORMATS = ("a folder of class sub-folders, a CSV manifest (image,<head columns>[,source]) "
                     "or a folder holding exactly one, or a Label Studio JSON export "
                     "(annotations.json + images/)")
@@ -107,11 +107,28 @@ class DataError(ValueError):
     """A problem with the training data, worded for the person who supplied it."""
 
 
+KINDS = ("scan", "photo")                 # what a labelled --data folder holds
+OUTLIER_KINDS = ("negative", "other_task")  # "none of these" pictures for the in-domain check
+
+
 @dataclass(frozen=True)
 class Sample:
     path: Path
     labels: dict[str, str | None]  # every head of the task -> label, or None when unknown
     source: str
+    kind: str = "scan"             # one of KINDS or OUTLIER_KINDS
+    what: str = ""                 # negatives: the kind of object shown (banknote, cup, ...)
+
+    @property
+    def holdout_group(self) -> str | None:
+        """What is held out as a whole: a photo's source, a negative's (source, what); None for scans."""
+        if self.kind == "scan":
+            return None
+        return f"{self.source}/{self.what}" if self.what else self.source
+
+    @property
+    def in_domain(self) -> bool:
+        return self.kind in KINDS
 
 
 @dataclass
@@ -142,12 +159,15 @@ def load_label_map(path: str | Path) -> dict[str, tuple[str, str]]:
 
 
 def load_dataset(spec: TaskSpec, path: str | Path, label_map: dict | None = None, min_per_class: int = 5,
-                 check_images: bool = True) -> Dataset:
+                 check_images: bool = True, kind: str = "scan") -> Dataset:
     """Load and validate a labelled image set for ``spec`` from any supported format.
 
     ``label_map`` (Label Studio only) is merged over ``DEFAULT_LABEL_MAP``. Raises ``DataError`` for
     unknown labels, an empty set, a head with no known label, or a class with < ``min_per_class`` images.
+    Every sample gets ``kind`` (one of ``KINDS``).
     """
+    if kind not in KINDS:
+        raise DataError(f"unknown data kind {kind!r}; expected one of {', '.join(KINDS)}")
     root = Path(path).expanduser()
     if not root.exists():
         raise DataError(f"dataset not found: {root}")
@@ -164,11 +184,7 @@ def load_dataset(spec: TaskSpec, path: str | Path, label_map: dict | None = None
     if unlabelled:
         logger.info("%d images in %s have no label for any head of task %r; ignored", unlabelled, root, spec.name)
         samples = [s for s in samples if any(v is not None for v in s.labels.values())]
-    samples, skipped = _check_files(samples, check_images)
-    if skipped:
-        listed = "\n".join(f"  {p}: {reason}" for p, reason in skipped[:_MAX_LOGGED_SKIPS])
-        more = f"\n  ... and {len(skipped) - _MAX_LOGGED_SKIPS} more" if len(skipped) > _MAX_LOGGED_SKIPS else ""
-        logger.warning("skipped %d image(s) in %s:\n%s%s", len(skipped), root, listed, more)
+    samples, skipped = _check_files([replace(s, kind=kind) for s in samples], check_images, root)
     if not samples:
         extra = f" ({len(skipped)} file(s) skipped as missing or unreadable)" if skipped else ""
         raise DataError(f"no labelled images found in {root}{extra}; expected {EXPECTED_FORMATS}")
@@ -178,6 +194,126 @@ def load_dataset(spec: TaskSpec, path: str | Path, label_map: dict | None = None
     return Dataset(samples, skipped, fmt, conflicts)
 
 
+@dataclass(frozen=True)
+class DataFolder:
+    """One --data argument: a folder (or file) in a supported format and what kind of pictures it holds."""
+    path: Path
+    kind: str
+
+    @classmethod
+    def parse(cls, text: str) -> "DataFolder":
+        """``[scan=|photo=]PATH``; without a prefix, a folder whose name says "photo" holds photos."""
+        prefix, sep, rest = text.partition("=")
+        if sep and prefix in KINDS:
+            return cls(Path(rest).expanduser(), prefix)
+        path = Path(text).expanduser()
+        return cls(path, "photo" if "photo" in path.name.lower() else "scan")
+
+    def to_dict(self, n: int) -> dict:
+        return {"path": str(self.path), "kind": self.kind, "n_images": n}
+
+
+def load_sources(spec: TaskSpec, folders: Sequence[DataFolder], label_map: dict | None = None,
+                 min_per_class: int = 5, check_images: bool = True) -> tuple[list[Sample], list[dict]]:
+    """The samples of several data folders merged (sources and kinds kept), and a record per folder.
+
+    A folder may lack some labels; the class counts are checked on the merged set.
+    """
+    if not folders:
+        raise DataError("no data folder given")
+    samples, record = [], []
+    for folder in folders:
+        dataset = load_dataset(spec, folder.path, label_map, min_per_class=0, check_images=check_images,
+                               kind=folder.kind)
+        samples += dataset.samples
+        record.append({**folder.to_dict(len(dataset.samples)), "format": dataset.format,
+                       "skipped": [f"{path}: {reason}" for path, reason in dataset.skipped]})
+    _check_counts(spec, samples, ", ".join(str(f.path) for f in folders), min_per_class)
+    return samples, record
+
+
+OTHER_TASK_PER_SOURCE = 60  # other-task pictures kept per source: enough variety, little caching
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, tasks: Sequence[str]) -> None:
+    """The data options training and evaluation share (and read with `load_all`, split with the same seed)."""
+    parser.add_argument("--task", required=True, choices=sorted(tasks))
+    parser.add_argument("--data", required=True, action="append", metavar="[KIND=]DIR",
+                        help="labelled pictures: class folders, a CSV manifest or a Label Studio export; repeat for "
+                             "several folders; KIND is scan or photo (default: photo if the folder name says so)")
+    parser.add_argument("--negatives", action="append", default=[], metavar="DIR",
+                        help="pictures of neither task (CSV manifest with image[,source,what] or image files)")
+    parser.add_argument("--other-task", action="append", default=[], metavar="DIR",
+                        help=f"another task's data folder: its pictures are 'none of these' too (at most "
+                             f"{OTHER_TASK_PER_SOURCE} per source)")
+    parser.add_argument("--label-map", type=Path, help="JSON file mapping raw Label Studio labels to [head, label]")
+    parser.add_argument("--val-fraction", type=float, default=0.2,
+                        help="share held out for validation (whole photo sources)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def load_all(spec: TaskSpec, data: Sequence[str], negatives: Sequence[str] = (), other_task: Sequence[str] = (),
+             label_map: dict | None = None, seed: int = 0, min_per_class: int = 5,
+             check_images: bool = True) -> tuple[list[Sample], list[dict]]:
+    """What training and evaluation read: the labelled --data folders ([KIND=]PATH each), then the
+    negatives and the other tasks' pictures (at most OTHER_TASK_PER_SOURCE per source); with a record
+    per folder (path, kind, count)."""
+    samples, folders = load_sources(spec, [DataFolder.parse(d) for d in data], label_map, min_per_class, check_images)
+    for kind, paths in (("negative", negatives), ("other_task", other_task)):
+        for path in paths:
+            found = load_outliers(spec, path, kind, check_images,
+                                  per_source=OTHER_TASK_PER_SOURCE if kind == "other_task" else None, seed=seed)
+            samples += found
+            folders.append({"path": str(path), "kind": kind, "n_images": len(found)})
+    return samples, folders
+
+
+def load_outliers(spec: TaskSpec, path: str | Path, kind: str, check_images: bool = True,
+                  per_source: int | None = None, seed: int = 0) -> list[Sample]:
+    """Pictures that belong to none of the task's labels, for the in-domain check.
+
+    ``path`` is a folder holding one CSV manifest (column ``image``; ``source`` and ``what`` kept when
+    present, every other column ignored, so another task's labels.csv or MANIFEST.csv works as is) or
+    a folder of images (the first sub-folder below it is the source). ``kind`` is "negative" or
+    "other_task"; every label of the task is unknown for these samples. With ``per_source``, at most
+    that many pictures of each source are kept (a seeded sample), so one big source does not dominate.
+    """
+    if kind not in OUTLIER_KINDS:
+        raise DataError(f"unknown outlier kind {kind!r}; expected one of {', '.join(OUTLIER_KINDS)}")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{kind.replace('_', ' ')} folder not found: {root}")
+    unknown = {head: None for head in spec.heads}
+    fmt, location = _detect_format(root)
+    samples = []
+    if fmt == "csv":
+        try:
+            with location.open(newline="", encoding="utf-8-sig") as handle:
+                for row in csv.DictReader(handle):
+                    image = (row.get("image") or "").strip()
+                    if image:
+                        samples.append(Sample(location.parent / image, unknown, (row.get("source") or "").strip()
+                                              or root.name, kind, (row.get("what") or "").strip()))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"cannot read CSV {location}: {exc}") from exc
+    else:
+        for image in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()):
+            parts = image.relative_to(root).parts
+            samples.append(Sample(image, unknown, parts[0] if len(parts) > 1 else root.name, kind))
+    if per_source is not None:
+        by_source: dict[str, list[Sample]] = {}
+        for sample in samples:
+            by_source.setdefault(sample.source, []).append(sample)
+        rng = random.Random(seed)
+        samples = [s for group in by_source.values()
+                   for s in (group if len(group) <= per_source else sorted(rng.sample(group, per_source),
+                                                                           key=group.index))]
+    samples, _ = _check_files(samples, check_images, root)
+    if not samples:
+        raise DataError(f"no images found in {root}; expected a CSV manifest with an 'image' column or image files")
+    return samples
+
+
 def label_counts(spec: TaskSpec, samples: list[Sample]) -> dict[str, dict[str, int]]:
     """Head -> label -> number of samples with that label (unknown labels are not counted)."""
     result = {}
@@ -185,104 +321,6 @@ def label_counts(spec: TaskSpec, samples: list[Sample]) -> dict[str, dict[str, i
         counts = Counter(s.labels.get(head) for s in samples)
         result[head] = {label: counts[label] for label in labels}
     return result
-
-
-def image_phash(path: str | Path) -> imagehash.ImageHash:
-    """64-bit perceptual hash of an image, cached per path for the life of the process."""
-    return _cached_phash(Path(path))
-
-
-def grouped_split(samples: list[Sample], val_fraction: float = 0.2, seed: int = 0,
-                  max_distance: int = 6) -> tuple[list[Sample], list[Sample]]:
-    """Stratified, reproducible train/val split that keeps near-duplicate images on one side.
-
-    Images whose pHashes differ by <= ``max_distance`` bits are grouped (transitively); groups are
-    split with ``StratifiedGroupKFold`` on the joined labels of all heads, one fold becoming val.
-    Afterwards whole groups are moved so that every label with >= 2 groups is on both sides.
-    """
-    if not 0 < val_fraction <= 0.5:
-        raise ValueError(f"val_fraction must be in (0, 0.5], got {val_fraction}")
-    n_splits = round(1 / val_fraction)
-    hashes = []
-    for sample in samples:
-        try:
-            hashes.append(image_phash(sample.path).hash.flatten())
-        except Exception as exc:  # noqa: BLE001 - PIL raises many exception types
-            raise DataError(f"cannot read {sample.path} for near-duplicate grouping ({exc}); "
-                            "load the dataset with check_images=True to skip unreadable files") from exc
-    packed = np.packbits(np.array(hashes, dtype=bool).reshape(len(samples), 64), axis=1)
-    groups = _near_duplicate_groups(packed.view(">u8").ravel().astype(np.uint64), max_distance)
-    if len(set(groups.tolist())) < n_splits:
-        raise DataError(f"need at least {n_splits} distinct images (after grouping near-duplicates) "
-                        f"for a {val_fraction:.0%} validation split, got {len(set(groups.tolist()))}")
-    strata = ["|".join(v or "?" for v in s.labels.values()) for s in samples]
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        _, val_idx = next(folds.split(np.zeros(len(samples)), strata, groups))
-    in_val = np.zeros(len(samples), dtype=bool)
-    in_val[val_idx] = True
-    _cover_both_sides(samples, groups, in_val)
-    train = [s for s, v in zip(samples, in_val) if not v]
-    val = [s for s, v in zip(samples, in_val) if v]
-    return train, val
-
-
-@lru_cache(maxsize=None)
-def _cached_phash(path: Path) -> imagehash.ImageHash:
-    with Image.open(path) as image:
-        return imagehash.phash(image)
-
-
-def _near_duplicate_groups(hashes: np.ndarray, max_distance: int, block: int = 512) -> np.ndarray:
-    """Group ids (union-find roots) joining every pair of uint64 hashes within ``max_distance`` bits."""
-    n = len(hashes)
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for start in range(0, n, block):
-        rows = hashes[start:start + block]
-        distances = np.bitwise_count(rows[:, None] ^ hashes[None, start:])
-        for i, j in zip(*np.nonzero(distances <= max_distance)):
-            if j > i:  # upper triangle only; j is relative to ``start`` like i
-                a, b = find(start + int(i)), find(start + int(j))
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-    return np.array([find(i) for i in range(n)])
-
-
-def _cover_both_sides(samples: list[Sample], groups: np.ndarray, in_val: np.ndarray) -> None:
-    """Move whole groups (in place) until each label held by >= 2 groups is in train and in val."""
-    members: dict[int, list[int]] = {}
-    for index, group in enumerate(groups.tolist()):
-        members.setdefault(group, []).append(index)
-    group_labels = {g: {(h, v) for i in idx for h, v in samples[i].labels.items() if v is not None}
-                    for g, idx in members.items()}
-    side = {g: bool(in_val[idx[0]]) for g, idx in members.items()}
-    label_groups = Counter(hl for labels in group_labels.values() for hl in labels)
-    eligible = {hl for hl, count in label_groups.items() if count >= 2}
-    counts = {False: Counter(), True: Counter()}
-    for g, labels in group_labels.items():
-        counts[side[g]].update(labels)
-
-    def gain(g: int) -> int:
-        """How many (label, side) gaps moving group g closes, minus how many it opens."""
-        src = side[g]
-        return sum((counts[not src][hl] == 0) - (counts[src][hl] == 1) for hl in group_labels[g] & eligible)
-
-    while any(counts[s][hl] == 0 for hl in eligible for s in (False, True)):
-        best = max(members, key=lambda g: (gain(g), -len(members[g]), -g))
-        if gain(best) <= 0:
-            break
-        counts[side[best]].subtract(group_labels[best])
-        side[best] = not side[best]
-        counts[side[best]].update(group_labels[best])
-        in_val[members[best]] = side[best]
 
 
 def _detect_format(root: Path) -> tuple[str, Path]:
@@ -438,19 +476,25 @@ def _unreadable(path: Path) -> str | None:
     return None
 
 
-def _check_files(samples: list[Sample], check_images: bool) -> tuple[list[Sample], list[tuple[Path, str]]]:
+def _check_files(samples: list[Sample], check_images: bool, root: Path
+                 ) -> tuple[list[Sample], list[tuple[Path, str]]]:
+    """The samples whose file exists (and decodes, with `check_images`), and the others with a reason (logged)."""
     kept, skipped = [], []
     show = check_images and len(samples) > _PROGRESS_THRESHOLD
-    for sample in tqdm(samples, desc="checking images", leave=False, disable=not show):
+    for sample in tqdm(samples, desc=f"checking images in {root.name}", leave=False, disable=not show):
         reason = _unreadable(sample.path) if check_images else (None if sample.path.is_file() else "file not found")
         if reason:
             skipped.append((sample.path, reason))
         else:
             kept.append(sample)
+    if skipped:
+        listed = "\n".join(f"  {p}: {reason}" for p, reason in skipped[:_MAX_LOGGED_SKIPS])
+        more = f"\n  ... and {len(skipped) - _MAX_LOGGED_SKIPS} more" if len(skipped) > _MAX_LOGGED_SKIPS else ""
+        logger.warning("skipped %d image(s) in %s:\n%s%s", len(skipped), root, listed, more)
     return kept, skipped
 
 
-def _check_counts(spec: TaskSpec, samples: list[Sample], root: Path, min_per_class: int) -> None:
+def _check_counts(spec: TaskSpec, samples: list[Sample], root: Path | str, min_per_class: int) -> None:
     counts = label_counts(spec, samples)
     for head, per_label in counts.items():
         if not any(per_label.values()):

@@ -1,21 +1,25 @@
-"""Evaluate a checkpoint on a labelled data set (fixed interface, used by others).
+"""Evaluate a checkpoint on labelled data (fixed interface, used by others).
 
-    python -m training.evaluate --task {collectibles,car} --data DIR [--weights DIR] [--json]
-        [--group-by source|label:<head> ...] [--condition plain|photo_like|portrait_2x3|square ...]
-        [--label-map FILE] [--batch-size 32]
-        [--backend auto|torch|onnx]
+    python -m training.evaluate --task {collectibles,car} --data [KIND=]DIR [--data ...] [--weights DIR] [--json]
+        [--negatives DIR] [--other-task DIR] [--split all|val] [--seed 0] [--val-fraction 0.2]
+        [--group-by source|label:<head> ...] [--condition plain|portrait_2x3|square ...]
+        [--label-map FILE] [--batch-size 32] [--backend auto|torch|onnx]
 
-Reads any format `training.data.load_dataset` knows (class folders, CSV manifest, Label Studio
-export). Without --weights it evaluates the checkpoint the app ships (`inference.load_model(task)`:
-Hub, HF cache, else the bundled copy); with --weights DIR that folder. With --json, stdout holds
+Reads every format `training.data.load_dataset` knows, several folders at once, each a `scan` or a
+`photo` folder (as in training). `--split val` evaluates only the validation side of the split
+training makes from the same arguments and seed (held-out photo sources), so a held-out run's
+figures can be measured again. Without --weights it evaluates the checkpoint the app ships
+(`inference.load_model(task)`: Hub, HF cache, else the bundled copy). With --json, stdout holds
 exactly one JSON object:
 
-    {"task", "n_images", "heads": {head: {"accuracy", "macro_f1", "per_class", "confusion_matrix",
-     "labels", "n"}}, "per_source": {source: {"n_images", "heads": {head: {"accuracy", "n"}}}},
-     "in_domain_rate", "checkpoint", "n_skipped", ["per_group": {column: {group: ...}}]}
+    {"task", "checkpoint", "split", "n_images", "n_skipped", "heads", "per_source", "in_domain_rate",
+     "by_kind": {"scan"|"photo": {"n_images", "heads", "per_source", "in_domain_rate"}},
+     ["outliers": {"negative"|"other_task": {"n", "accepted"}}], ["per_group"], ["per_condition"]}
 
-Rows with an unknown label are left out of that head only. Skipped files go to stderr, as does
-the progress bar. Errors in the data or the checkpoint: a message on stderr and exit code 2.
+`heads` holds accuracy, macro F1, per-class precision/recall/F1 and the confusion matrix per head over
+the labelled pictures of every kind; rows with an unknown label are left out of that head only.
+Skipped files and the progress bar go to stderr. Errors in the data or the checkpoint: a message on
+stderr and exit code 2.
 """
 from __future__ import annotations
 
@@ -32,21 +36,20 @@ from tqdm import tqdm
 from inference.hub import HUB_PREFIX
 from inference.images import load_image
 from inference.model import CheckpointError
-from inference.predictor import BACKENDS, BATCH_SIZE, load_model
+from inference.predictor import BACKENDS, BATCH_SIZE, Predictor, load_model
 from inference.tasks import TASKS, TaskSpec, get_task
-from training.data import DataError, load_dataset, load_label_map
-from training.augment import crop_size_for_aspect, photo_like_view
-from training.report import group_accuracy, summarize
+from training.data import KINDS, OUTLIER_KINDS, DataError, Sample, add_data_arguments, load_all, load_label_map
+from training.metrics import group_accuracy, summarize
+from training.splits import holdout_split
 
 EXIT_ERROR = 2
-CONDITIONS = ("plain", "photo_like", "portrait_2x3", "square")
+CONDITIONS = ("plain", "portrait_2x3", "square")
 # "portrait_2x3" and "square" centre-crop each picture to that shape (width / height): if a model reads
 # the class from the picture's shape (2:3 book scans, square album art), recall drops under them.
 REFRAME_ASPECTS = {"portrait_2x3": 2 / 3, "square": 1.0}
-PHOTO_LIKE_SEED = 20_000   # not a seed training uses for its own photo-like views
 
 
-def group_keys(samples: Sequence[Any], column: str) -> list[str]:
+def group_keys(samples: Sequence[Sample], column: str) -> list[str]:
     """The group of each sample for `--group-by`: "source", or "label:<head>" (unknown -> "unknown")."""
     if column == "source":
         return [str(s.source or "unknown") for s in samples]
@@ -56,28 +59,24 @@ def group_keys(samples: Sequence[Any], column: str) -> list[str]:
     raise ValueError(f"cannot group by {column!r}; use 'source' or 'label:<head>'")
 
 
-def condition_loader(condition: str, task: str) -> Callable[[Any, int], Any]:
-    """How a sample is shown to the model: as stored ("plain"), re-staged as a phone photo
-    ("photo_like": training.augment.photo_like_view with a fixed seed per image), or centre-cropped
-    to another picture shape ("portrait_2x3", "square")."""
-    if condition == "plain":
-        return lambda sample, i: str(sample.path)
-    if condition == "photo_like":
-        return lambda sample, i: photo_like_view(load_image(sample.path), task, seed=PHOTO_LIKE_SEED + i)[0]
-    if condition in REFRAME_ASPECTS:
-        return lambda sample, i: centre_crop_to_aspect(load_image(sample.path), REFRAME_ASPECTS[condition])
-    raise ValueError(f"unknown condition {condition!r}; use one of {', '.join(CONDITIONS)}")
-
-
 def centre_crop_to_aspect(image: Image.Image, aspect: float) -> Image.Image:
     """The largest centred crop with width / height = `aspect`."""
     w, h = image.size
-    cw, ch = crop_size_for_aspect(w, h, aspect)
+    cw, ch = (w, max(1, round(w / aspect))) if aspect > w / h else (max(1, round(h * aspect)), h)
     left, top = (w - cw) // 2, (h - ch) // 2
     return image.crop((left, top, left + cw, top + ch))
 
 
-def predict_samples(predictor, samples: Sequence[Any], batch_size: int = BATCH_SIZE,
+def condition_loader(condition: str) -> Callable[[Sample], Any]:
+    """How a sample is shown to the model: as stored ("plain"), or centre-cropped to another shape."""
+    if condition == "plain":
+        return lambda sample: str(sample.path)
+    if condition in REFRAME_ASPECTS:
+        return lambda sample: centre_crop_to_aspect(load_image(sample.path), REFRAME_ASPECTS[condition])
+    raise ValueError(f"unknown condition {condition!r}; use one of {', '.join(CONDITIONS)}")
+
+
+def predict_samples(predictor: Predictor, samples: Sequence[Sample], batch_size: int = BATCH_SIZE,
                     progress: bool = True, condition: str = "plain"
                     ) -> tuple[list[int], dict[str, np.ndarray], list[bool], list[tuple[Path, str]]]:
     """Run the predictor over the samples in chunks.
@@ -87,7 +86,7 @@ def predict_samples(predictor, samples: Sequence[Any], batch_size: int = BATCH_S
     be read at prediction time (path, reason): a bad image costs that image only.
     """
     spec = predictor.spec
-    load = condition_loader(condition, spec.name)
+    load = condition_loader(condition)
     kept: list[int] = []
     rows: dict[str, list[list[float]]] = {h: [] for h in spec.heads}
     in_domain: list[bool] = []
@@ -100,19 +99,18 @@ def predict_samples(predictor, samples: Sequence[Any], batch_size: int = BATCH_S
             p = prediction.heads[head].probabilities
             rows[head].append([p[label] for label in labels])
 
-    bar = tqdm(total=len(samples), desc=f"evaluate ({condition})", unit="img", file=sys.stderr, disable=not progress)
-    with bar:
+    with tqdm(total=len(samples), desc=f"evaluate ({condition})", unit="img", file=sys.stderr,
+              disable=not progress) as bar:
         for start in range(0, len(samples), batch_size):
             chunk = list(range(start, min(start + batch_size, len(samples))))
             try:
-                predictions = predictor.predict_batch([load(samples[i], i) for i in chunk])
-                for i, prediction in zip(chunk, predictions):
+                for i, prediction in zip(chunk, predictor.predict_batch([load(samples[i]) for i in chunk])):
                     add(i, prediction)
             except (OSError, ValueError):
                 # One unreadable image must not sink the batch: retry one by one.
                 for i in chunk:
                     try:
-                        add(i, predictor.predict_batch([load(samples[i], i)])[0])
+                        add(i, predictor.predict_batch([load(samples[i])])[0])
                     except (OSError, ValueError) as one_err:
                         failed.append((samples[i].path, f"{type(one_err).__name__}: {one_err}"))
             bar.update(len(chunk))
@@ -120,7 +118,14 @@ def predict_samples(predictor, samples: Sequence[Any], batch_size: int = BATCH_S
     return kept, probs, in_domain, failed
 
 
-def evaluate_samples(predictor, samples: Sequence[Any], batch_size: int = BATCH_SIZE,
+def _labelled_summary(spec: TaskSpec, used: list[Sample], probs: dict[str, np.ndarray], in_domain: list[bool],
+                      rows: list[int]) -> dict[str, Any]:
+    summary = summarize(spec, [used[i].labels for i in rows], {h: p[rows] for h, p in probs.items()},
+                        [str(used[i].source or "unknown") for i in rows])
+    return {**summary, "in_domain_rate": round(float(np.mean([in_domain[i] for i in rows])), 4) if rows else None}
+
+
+def evaluate_samples(predictor: Predictor, samples: Sequence[Sample], batch_size: int = BATCH_SIZE,
                      group_by: Sequence[str] = (), progress: bool = True, condition: str = "plain") -> dict[str, Any]:
     """The evaluation result for already loaded samples (the dict printed by --json)."""
     spec: TaskSpec = predictor.spec
@@ -128,17 +133,20 @@ def evaluate_samples(predictor, samples: Sequence[Any], batch_size: int = BATCH_
     for path, reason in failed:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     used = [samples[i] for i in kept]
-    true_labels = [{h: s.labels.get(h) for h in spec.heads} for s in used]
-    summary = summarize(spec, true_labels, probs, [str(s.source or "unknown") for s in used])
-    result: dict[str, Any] = {
-        "task": spec.name,
-        **summary,
-        "in_domain_rate": round(float(np.mean(in_domain)), 4) if in_domain else None,
-        "checkpoint": predictor.description,
-        "n_skipped": len(failed),
-    }
+    labelled = [i for i, s in enumerate(used) if s.in_domain]
+    result: dict[str, Any] = {"task": spec.name, "checkpoint": predictor.description,
+                              **_labelled_summary(spec, used, probs, in_domain, labelled), "n_skipped": len(failed)}
+    result["by_kind"] = {kind: _labelled_summary(spec, used, probs, in_domain,
+                                                 [i for i in labelled if used[i].kind == kind])
+                         for kind in KINDS if any(used[i].kind == kind for i in labelled)}
+    outliers = {kind: [in_domain[i] for i, s in enumerate(used) if s.kind == kind] for kind in OUTLIER_KINDS}
+    if any(outliers.values()):
+        result["outliers"] = {kind: {"n": len(flags), "accepted": round(float(np.mean(flags)), 4)}
+                              for kind, flags in outliers.items() if flags}
     if group_by:
-        result["per_group"] = {column: group_accuracy(spec, true_labels, probs, group_keys(used, column))
+        true_labels = [used[i].labels for i in labelled]
+        result["per_group"] = {column: group_accuracy(spec, true_labels, {h: p[labelled] for h, p in probs.items()},
+                                                      group_keys([used[i] for i in labelled], column))
                                for column in group_by}
     return result
 
@@ -148,10 +156,13 @@ def format_table(result: dict[str, Any]) -> str:
     def f(x):
         return "   –  " if x is None else f"{x:.4f}"
 
-    lines = [f"task: {result['task']}    images: {result['n_images']}    skipped: {result.get('n_skipped', 0)}",
-             f"checkpoint: {result.get('checkpoint', '–')}"]
-    if result.get("in_domain_rate") is not None:
-        lines.append(f"predicted in-domain: {100 * result['in_domain_rate']:.1f}%")
+    lines = [f"task: {result['task']}    split: {result.get('split', 'all')}    images: {result['n_images']}    "
+             f"skipped: {result.get('n_skipped', 0)}", f"checkpoint: {result.get('checkpoint', '–')}"]
+    for kind, k in result.get("by_kind", {}).items():
+        lines.append(f"{kind}s: {k['n_images']} images, in-domain {100 * (k['in_domain_rate'] or 0):.1f}%   " + "   ".join(
+            f"{h} accuracy {f(m['accuracy'])}" for h, m in k["heads"].items()))
+    for kind, o in (result.get("outliers") or {}).items():
+        lines.append(f"{kind.replace('_', '-')} pictures: {o['n']}, accepted as in-domain {100 * o['accepted']:.1f}%")
     for head, m in result["heads"].items():
         labels = m["labels"]
         width = max(len(label) for label in labels + ["label"]) + 2
@@ -177,7 +188,8 @@ def format_table(result: dict[str, Any]) -> str:
     for condition, c in (result.get("per_condition") or {}).items():
         lines.append(f"condition {condition}: " + "   ".join(
             f"{h} accuracy {f(m['accuracy'])} macro F1 {f(m['macro_f1'])}" for h, m in c["heads"].items()))
-    lines += group_table("per source", result.get("per_source") or {})
+    for kind, k in result.get("by_kind", {}).items():
+        lines += group_table(f"{kind}s per source", k["per_source"])
     for column, table in (result.get("per_group") or {}).items():
         lines += group_table(f"by {column}", table)
     return "\n".join(lines)
@@ -185,24 +197,30 @@ def format_table(result: dict[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", required=True, choices=sorted(TASKS))
-    parser.add_argument("--data", required=True, type=Path,
-                        help="class folders, a CSV manifest, or a Label Studio export (folder or file)")
+    add_data_arguments(parser, TASKS)
+    parser.add_argument("--split", choices=("all", "val"), default="all",
+                        help="'val': only the validation side of training's split of these arguments (held-out "
+                             "photo sources), with --seed and --val-fraction as in training")
     parser.add_argument("--weights", help="checkpoint folder (config.json + model.safetensors); default: the "
                                           "checkpoint the app ships. 'hf-hub:<repo id>' loads from the Hub.")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--group-by", action="append", default=[], metavar="COLUMN",
                         help="add accuracy per group: 'source' or 'label:<head>' (repeatable)")
-    parser.add_argument("--label-map", type=Path, help="JSON file mapping raw label names to task labels")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--condition", action="append", choices=CONDITIONS, default=[],
-                        help="how photos are shown: 'plain' (as stored, the default), 'photo_like' "
-                             "(re-staged as phone photos), 'portrait_2x3' or 'square' (centre-cropped to "
-                             "that shape: a shape shortcut shows as lost recall); with several, "
+                        help="how photos are shown: 'plain' (as stored, the default), 'portrait_2x3' or 'square' "
+                             "(centre-cropped to that shape: a shape shortcut shows as lost recall); with several, "
                              "'per_condition' compares them and the main figures are the first one's")
     return parser
+
+
+def load_predictor(spec: TaskSpec, weights: str | None, backend: str) -> Predictor:
+    if weights and not weights.startswith(HUB_PREFIX) and not Path(weights).is_dir():
+        raise CheckpointError(f"{weights}: weights folder not found")
+    source = weights if weights and weights.startswith(HUB_PREFIX) else (Path(weights) if weights else None)
+    return load_model(spec.name, source, backend=backend)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -224,37 +242,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         label_map = load_label_map(args.label_map) if args.label_map else None
         # min_per_class=0: an evaluation set may lack a class (only coins, only damaged cars).
-        dataset = load_dataset(spec, args.data, label_map=label_map, min_per_class=0, check_images=True)
+        samples, folders = load_all(spec, args.data, args.negatives, args.other_task, label_map, args.seed,
+                                    min_per_class=0)
+        if args.split == "val":
+            samples = holdout_split(samples, args.val_fraction, args.seed).val
     except DataError as err:
         return fail(str(err))
     except OSError as err:
         return fail(f"cannot read the data: {err}")
-    for path, reason in dataset.skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
-    if not dataset.samples:
-        return fail(f"{args.data}: no usable images")
-    print(f"{len(dataset.samples)} images ({dataset.format}), {len(dataset.skipped)} skipped", file=sys.stderr)
-
-    source = None
-    if args.weights:
-        if args.weights.startswith(HUB_PREFIX):
-            source = args.weights
-        elif not Path(args.weights).is_dir():
-            return fail(f"{args.weights}: weights folder not found")
-        else:
-            source = Path(args.weights)
+    skipped = [line for folder in folders for line in folder.get("skipped", [])]
+    for line in skipped:
+        print(f"skipped {line}", file=sys.stderr)
+    counts = ", ".join(f"{folder['kind']} {folder['n_images']}" for folder in folders)
+    print(f"{len(samples)} images ({counts}), split {args.split}", file=sys.stderr)
     try:
-        predictor = load_model(spec.name, source, backend=args.backend)
-    except CheckpointError as err:
-        return fail(f"cannot load the checkpoint: {err}")
-    except OSError as err:   # e.g. no Hub access and no bundled copy
+        predictor = load_predictor(spec, args.weights, args.backend)
+    except (CheckpointError, OSError) as err:   # OSError: e.g. no Hub access and no bundled copy
         return fail(f"cannot load the {spec.name} checkpoint: {err}")
 
     conditions = list(dict.fromkeys(args.condition or ["plain"]))
-    results = {c: evaluate_samples(predictor, dataset.samples, args.batch_size, args.group_by,
+    results = {c: evaluate_samples(predictor, samples, args.batch_size, args.group_by,
                                    progress=not args.no_progress, condition=c) for c in conditions}
-    result = results[conditions[0]]
-    result["condition"] = conditions[0]
+    result = {**results[conditions[0]], "split": args.split, "condition": conditions[0]}
+    result["n_skipped"] += len(skipped)
     if len(conditions) > 1:
         result["per_condition"] = {c: {"n_images": r["n_images"], "in_domain_rate": r["in_domain_rate"],
                                        "heads": {h: {k: m[k] for k in ("accuracy", "macro_f1", "n")}
@@ -262,13 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        "per_source": r["per_source"],
                                        **({"per_group": r["per_group"]} if "per_group" in r else {})}
                                    for c, r in results.items()}
-    result["n_skipped"] += len(dataset.skipped)
     if not result["n_images"]:
-        return fail("no image could be evaluated")
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(format_table(result))
+        return fail("no labelled image could be evaluated")
+    print(json.dumps(result) if args.json else format_table(result))
     return 0
 
 

@@ -1,15 +1,24 @@
 """Train one task on a CPU and write a Hugging Face-layout run folder.
 
-    python -m training.train --task car --data ../shared/data/car --out runs/car
+    python -m training.train --task collectibles \
+        --data ../shared/data/collectibles --data ../shared/data/collectibles_photos \
+        --negatives ../shared/data/negatives --other-task ../shared/data/car --out runs/collectibles
 
-Fast mode: the frozen front of the ImageNet backbone runs once over several augmented views of
-every training photo (`--views`, of which `--plain-views` without the photo-realism step; cached
-on disk), then the last stages and the heads train on those activations, each batch drawing one
-of the cached views of each photo at random; with `--ema-decay`, a moving average of the weights
-is what is validated and shipped. Outputs: model.safetensors, config.json, ood.safetensors, model.onnx,
-metrics.json, plots, train.log and the model card README.md. `--resume` continues an interrupted
-run from its last finished epoch; `--report-only` re-measures a finished run and rewrites its
-report; `--push-to-hub REPO_ID` publishes the folder.
+Data: every `--data` folder (class folders, CSV manifest or Label Studio export) is merged, each photo
+keeping its source and its folder's kind (`scan` or `photo`: `photo=DIR` / `scan=DIR`, or by a folder
+name that says "photo"). `--negatives` (pictures of neither task) and `--other-task` (another task's
+data) teach the domain head what is not the task's kind (outlier exposure).
+
+Validation holds out whole photo sources (`training.splits`); its photos figure is what decides a
+recipe. `--val-fraction 0` trains on everything instead, taking the temperatures and the in-domain
+threshold from the held-out run named by `--calibration-from`.
+
+Fast mode: the frozen front of the ImageNet backbone runs once over `--views` augmented views of every
+training picture (the first `--plain-views` with timm's augmentation only, the others also through a
+phone camera's effects; cached on disk); the last stages and the heads then train on those activations
+for a fixed number of epochs (cosine schedule), and the last epoch ships. Outputs: config.json,
+model.safetensors, heads.safetensors, model.onnx, metrics.json, plots, train.log and the model card
+README.md. `--resume` continues an interrupted run; `--push-to-hub REPO_ID` publishes the folder.
 """
 from __future__ import annotations
 
@@ -19,27 +28,31 @@ import json
 import logging
 import math
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
-from timm.utils import ModelEmaV3
 
-from inference.model import ModelConfig, atomic_write, create_eval_transform, create_model, \
-    load_checkpoint, save_checkpoint, PRETRAINED_PACKAGES, OOD_NAME
-from inference.ood import DEFAULT_K, KnnDetector
+from inference.model import DOMAIN_OUTPUT, ModelConfig, atomic_write, create_eval_transform, create_model, \
+    load_checkpoint, save_checkpoint, PRETRAINED_PACKAGES
 from inference.predictor import softmax
 from inference.tasks import DEFAULT_ARCHITECTURE, TASKS, get_task
-from training import diagnostics, report
-from training.augment import PRESETS, SWITCHES as REALISM_SWITCHES, PhotoRealism, RealismConfig
-from training.data import DataError, grouped_split, load_dataset, load_label_map
-from training.engine import CPU_MEMORY_FORMAT, DEFAULT_CROP_RATIO, ActivationMix, ImageViews, cache_front, \
-    class_weights, cosine_with_warmup, create_train_transform, MixedViews, run_epoch, source_weights, targets_for, \
-    trainable_parameters, UNKNOWN
+from training.activations import CPU_MEMORY_FORMAT, ImageViews, MixedViews, cache_front
+from training.augmentation import camera_effects, create_train_transform
+from training.calibration import auroc, crossfit_domain_threshold, crossfit_temperature
+from training.data import KINDS, DataError, Sample, add_data_arguments, load_all, load_label_map
+from training.domain_head import N_DRAWN, drawn_features, refit_domain_head
+from training.export_onnx import export_onnx
+from training.loop import EpochResult, cosine_with_warmup, run_epoch, trainable_parameters
+from training.losses import UNKNOWN, class_weights, source_weights, targets_for
+from training.metrics import summarize, worst_errors
+from training.model_card import write_model_card
+from training.plots import plot_confusion_matrices, plot_history, plot_reliability
 from training.publish import PublishError, push_to_hub
+from training.splits import Split, crossfit_halves, holdout_split
 
 log = logging.getLogger("training")
 WORK_DIR = ".work"          # cache and resume state inside a run folder; never published
@@ -47,68 +60,43 @@ WORK_DIR = ".work"          # cache and resume state inside a run folder; never 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", required=True, choices=sorted(TASKS))
-    p.add_argument("--data", required=True, help="class folders, a CSV manifest or a Label Studio export")
+    add_data_arguments(p, TASKS)
     p.add_argument("--out", help="run folder (default runs/<task>)")
     p.add_argument("--arch", default=DEFAULT_ARCHITECTURE, choices=sorted(PRETRAINED_PACKAGES))
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--patience", type=int, default=4, help="early stopping: epochs without val-loss gain")
+    p.add_argument("--image-size", type=int, help="input side in pixels (default: the architecture's own, 224 for lite0, 240 for lite1)")
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--ema-decay", type=float, default=0.0,
-                   help="validate and ship a moving average of the weights (timm ModelEmaV3, warmed up) with "
-                        "at most this decay per step; 0 (default) ships the raw weights (the collectibles "
-                        "checkpoint used 0.99)")
-    p.add_argument("--mix-prob", type=float, default=0.0,
-                   help="share of training batches mixed with CutMix or Mixup (half each) on the cached "
-                        "activations, labels mixed alike; 0 (default) turns it off")
-    p.add_argument("--drop-path", type=float, default=0.0,
-                   help="stochastic depth rate of the backbone (timm drop_path_rate; acts only while training)")
     p.add_argument("--source-balance", action="store_true",
-                   help="weight each photo by 1/sqrt of its (source, label) group's size, so a label that "
-                        "one source supplies in bulk is not learned from that source's photo style (car: "
-                        "photo-like val up, plain cleanliness down 4 points, so not the default)")
-    p.add_argument("--views", type=int, default=5, help="augmented views per training photo to cache")
+                   help="weight each picture by 1/sqrt of its (source, label) group's size")
+    p.add_argument("--views", type=int, default=3, help="augmented views per training picture to cache")
     p.add_argument("--plain-views", type=int, default=1,
-                   help="how many of those views skip the photo-realism step (timm's augmentation only)")
-    p.add_argument("--crop-ratio", type=float, nargs=2, default=DEFAULT_CROP_RATIO, metavar=("LO", "HI"),
-                   help="width / height range of the training crops, in the photo's pixels (0.5 2 includes "
-                        "whole 2:3 book covers, which inference squashes to the square input)")
-    p.add_argument("--frozen-blocks", type=int, default=5,
-                   help="backbone stages kept frozen (of 7; the collectibles checkpoint used 4)")
+                   help="how many of those views skip the camera effects (timm's augmentation only)")
+    p.add_argument("--frozen-blocks", type=int, default=5, help="backbone stages kept frozen (of 7)")
     p.add_argument("--loss-weight", action="append", default=[], metavar="HEAD=W",
-                   help="override a head's loss weight, e.g. damage=1.5")
-    p.add_argument("--realism", default="full", choices=PRESETS, help="photo-realism augmentation preset")
-    for name in REALISM_SWITCHES:
-        p.add_argument(f"--realism-{name.replace('_', '-')}", type=float, metavar="P",
-                       help=f"probability of the {name.replace('_', ' ')} augmentation (overrides the preset)")
-    p.add_argument("--label-map", help="JSON file mapping raw Label Studio labels to [head, label]")
-    p.add_argument("--ood-data", action="append", default=[], metavar="DIR",
-                   help="images of other kinds for the out-of-distribution report (default: the other tasks' "
-                        "data folders beside --data, plus generated photos)")
-    p.add_argument("--ood-k", type=int, default=DEFAULT_K,
-                   help="in-domain check: distance to the k-th nearest training photo")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-images", type=int, help="use at most this many photos (smoke runs)")
+                   help=f"override a head's loss weight, e.g. damage=1.5 or {DOMAIN_OUTPUT}=0.5")
+    p.add_argument("--calibration-from", metavar="RUN_DIR",
+                   help="with --val-fraction 0 (train on everything): the held-out run whose temperatures, "
+                        "threshold and figures this run ships")
+    p.add_argument("--max-images", type=int, help="use at most this many pictures (smoke runs)")
     p.add_argument("--workers", type=int, default=1, help="data-loading processes while caching")
     p.add_argument("--no-pretrained", action="store_true", help="random init (tests only)")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last epoch")
-    p.add_argument("--report-only", action="store_true",
-                   help="no training: re-measure and rewrite the report of the run folder's best checkpoint")
+    p.add_argument("--card-notes", metavar="FILE", help="markdown for the model card's 'Why this recipe' section")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the run folder to this Hub model repo")
     args = p.parse_args(argv)
-    if not 0 < args.crop_ratio[0] <= args.crop_ratio[1]:
-        p.error(f"--crop-ratio needs 0 < LO <= HI, got {args.crop_ratio[0]:g} {args.crop_ratio[1]:g}")
+    if args.val_fraction == 0 and not args.calibration_from:
+        p.error("--val-fraction 0 needs --calibration-from RUN_DIR (a held-out run of the same recipe)")
+    if args.val_fraction and args.calibration_from:
+        p.error("--calibration-from goes with --val-fraction 0")
     return args
 
 
 def parse_loss_weights(spec, overrides: list[str]) -> dict[str, float]:
-    weights = dict(spec.loss_weights)
+    weights = {**spec.loss_weights, DOMAIN_OUTPUT: spec.domain_loss_weight}
     for item in overrides:
         head, _, value = item.partition("=")
         if head not in weights or not value:
@@ -126,26 +114,246 @@ def setup_logging(run_dir: Path) -> None:
     logging.getLogger().setLevel(logging.INFO)
 
 
-def subsample(samples, n: int, seed: int):
+def subsample(samples: list[Sample], n: int, seed: int) -> list[Sample]:
     if n >= len(samples):
         return samples
     order = np.random.default_rng(seed).permutation(len(samples))[:n]
     return [samples[i] for i in sorted(order)]
 
 
-def cache_key(args, train, val) -> str:
-    """The cached activations are valid only for the same photos, split and frozen model front."""
-    fields = {k: getattr(args, k) for k in ("arch", "image_size", "frozen_blocks", "seed", "no_pretrained")}
-    fields["photos"] = [str(s.path) for s in train] + ["|"] + [str(s.path) for s in val]
+def load_training_data(args, spec) -> tuple[list[Sample], dict]:
+    """Labelled pictures of every --data folder plus the negatives and other-task pictures."""
+    samples, folders = load_all(spec, args.data, args.negatives, args.other_task,
+                                load_label_map(args.label_map) if args.label_map else None, args.seed)
+    if args.max_images:   # smoke runs: a sample of the labelled pictures and of the others
+        labelled, outliers = [s for s in samples if s.in_domain], [s for s in samples if not s.in_domain]
+        samples = subsample(labelled, args.max_images, args.seed) + subsample(outliers, args.max_images, args.seed)
+    return samples, {"folders": folders}
+
+
+def make_split(args, samples: list[Sample]) -> Split:
+    if args.val_fraction == 0:
+        return Split(list(samples), [], {s.path: s.source for s in samples})
+    return holdout_split(samples, args.val_fraction, args.seed)
+
+
+def cache_key(args, split: Split) -> str:
+    """The cached activations are valid only for the same pictures, split and frozen model front."""
+    fields = {k: getattr(args, k) for k in ("arch", "image_size", "frozen_blocks", "no_pretrained")}
+    fields["pictures"] = [str(s.path) for s in split.train] + ["|"] + [str(s.path) for s in split.val]
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def view_name(view: int, realism: RealismConfig | None, crop_ratio: Sequence[float]) -> str:
-    """A training view's cache file: its index and its augmentation settings."""
-    settings = "plain" if realism is None else hashlib.sha256(
-        json.dumps(realism.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-    crop = "" if tuple(crop_ratio) == DEFAULT_CROP_RATIO else "_crop{:g}-{:g}".format(*crop_ratio)
-    return f"train_{view}_{settings}{crop}.npy"
+def cache_activations(args, spec, model, config, split: Split, run_dir: Path):
+    """The frozen front's activations: every training picture in each augmented view (the first
+    `--plain-views` without camera effects), validation once."""
+    train_tf = create_train_transform(config.data_config, spec.name)
+    cache_dir = run_dir / WORK_DIR / f"cache-{cache_key(args, split)}"
+    camera = [v >= args.plain_views for v in range(args.views)]
+    view_paths = [cache_dir / f"train_{v}_s{args.seed}_{'camera' if camera[v] else 'plain'}.npy" for v in range(args.views)]
+    val_path = cache_dir / "val.npy"
+    paths = [*view_paths, *([val_path] if split.val else [])]
+    reused = sum(p.with_suffix(".done").exists() for p in paths)
+    start = time.time()
+    views = [cache_front(model, args.frozen_blocks, ImageViews(split.train, train_tf, camera_effects() if camera[v] else None),
+                         view_paths[v], f"caching train view {v + 1}/{args.views}", workers=args.workers)
+             for v in range(args.views)]
+    val = cache_front(model, args.frozen_blocks, ImageViews(split.val, create_eval_transform(config.data_config)),
+                      val_path, "caching validation", workers=args.workers) if split.val else None
+    info = {"cache_seconds": round(time.time() - start, 1), "caches_reused": reused, "caches": len(paths)}
+    log.info("cached %d x %d training views + %d validation pictures in %.0f s (%d of %d caches reused)",
+             len(split.train), args.views, len(split.val), info["cache_seconds"], reused, len(paths))
+    return views, val, info
+
+
+def kind_accuracy(spec, val: list[Sample], result: EpochResult) -> dict[str, dict[str, float]]:
+    """Validation accuracy per kind (scan, photo) and head, for the training history."""
+    out = {}
+    kinds = np.array([s.kind for s in val])
+    for kind in KINDS:
+        accs = {}
+        for h in spec.heads:
+            y = np.array([UNKNOWN if s.labels[h] is None else spec.label_index(h, s.labels[h]) for s in val])
+            mask = (kinds == kind) & (y != UNKNOWN)
+            if mask.any():
+                accs[h] = round(float((result.logits[h][mask].argmax(1) == y[mask]).mean()), 4)
+        if accs:
+            out[kind] = accs
+    return out
+
+
+class Trainer:
+    """Optimizer, schedule and resumable state for the cached-activation loop."""
+
+    def __init__(self, args, spec, model, split: Split, views, val_acts, loss_weights: dict[str, float]):
+        self.args, self.spec, self.model, self.split, self.val_acts = args, spec, model, split, val_acts
+        self.views, self.loss_weights = views, loss_weights
+        domain = bool(args.negatives or args.other_task)
+        self.train_y = targets_for(spec, split.train, domain)
+        self.val_y = targets_for(spec, split.val, domain)
+        self.weights = class_weights(spec, self.train_y)
+        self.per_picture = source_weights(spec, split.train) if args.source_balance else None
+        groups = trainable_parameters(model, args.frozen_blocks)
+        for g in groups:
+            g["lr"] = args.lr * g["lr_scale"]
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
+        steps = math.ceil(len(split.train) / args.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_with_warmup(steps * args.epochs, steps))
+        self.history: list[dict] = []
+
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "history": self.history}
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.history = state["history"]
+
+    def evaluate(self, desc: str = "validation") -> EpochResult:
+        return run_epoch(self.model, self.args.frozen_blocks, self.val_acts, self.val_y, self.loss_weights,
+                         self.weights, desc=desc)
+
+    def epoch(self, epoch: int) -> dict:
+        a, t0 = self.args, time.time()
+        tr = run_epoch(self.model, a.frozen_blocks, MixedViews(self.views, a.seed * 7919 + epoch), self.train_y,
+                       self.loss_weights, self.weights, self.optimizer, self.scheduler, a.batch_size,
+                       seed=a.seed + epoch, desc=f"epoch {epoch}/{a.epochs} train", label_smoothing=a.label_smoothing,
+                       sample_weights=self.per_picture)
+        row = {"epoch": epoch, "train_loss": tr.loss, "train_acc": tr.accuracy}
+        if self.split.val:
+            va = self.evaluate()
+            row.update(val_loss=va.loss, val_acc=kind_accuracy(self.spec, self.split.val, va),
+                       val_domain_acc=va.accuracy.get(DOMAIN_OUTPUT))
+        row["seconds"] = round(time.time() - t0, 1)
+        self.history.append(row)
+        log.info("epoch %d: train loss %.4f %s | %s | %.0f s", epoch, tr.loss, fmt_acc(tr.accuracy),
+                 f"val loss {row['val_loss']:.4f} {row['val_acc']}" if self.split.val else "no validation",
+                 row["seconds"])
+        return row
+
+
+def fmt_acc(acc: dict[str, float]) -> str:
+    return " ".join(f"{h} {a:.3f}" for h, a in acc.items())
+
+
+def train_epochs(trainer: Trainer, run_dir: Path, config: ModelConfig) -> float:
+    """Run the remaining epochs (resuming after the last finished one); returns the training seconds."""
+    state_path = run_dir / WORK_DIR / "last.pt"
+    if trainer.args.resume and state_path.exists():
+        trainer.restore(torch.load(state_path, map_location="cpu", weights_only=True))
+        log.info("resuming after epoch %d", len(trainer.history))
+    start = time.time()
+    for epoch in range(len(trainer.history) + 1, trainer.args.epochs + 1):
+        trainer.epoch(epoch)
+        save_checkpoint(trainer.model, config, run_dir)
+        atomic_write(state_path, lambda tmp: torch.save(trainer.state(), tmp))
+    return time.time() - start
+
+
+def held_out_figures(spec, split: Split, result: EpochResult, config: ModelConfig, seed: int, run_dir: Path) -> dict:
+    """Calibrate on one half of validation and report on the other; summarise scans and photos apart."""
+    val = split.val
+    halves = crossfit_halves(val, split.unit, seed)
+    calibration = {}
+    for h in spec.heads:
+        y = np.array([UNKNOWN if s.labels[h] is None else spec.label_index(h, s.labels[h]) for s in val])
+        known = y != UNKNOWN
+        fit = crossfit_temperature(result.logits[h][known], y[known], halves[known])
+        config.temperature[h] = fit.temperature
+        calibration[h] = fit.to_dict()
+    probs = {h: softmax(result.logits[h], config.temperature[h]) for h in spec.heads}
+    splits = {}
+    for kind in KINDS:
+        rows = [i for i, s in enumerate(val) if s.kind == kind]
+        if rows:
+            splits[f"val_{kind}s"] = summarize(spec, [val[i].labels for i in rows],
+                                               {h: p[rows] for h, p in probs.items()}, [val[i].source for i in rows])
+    for name, summary in splits.items():
+        plot_confusion_matrices(summary, run_dir, f"confusion_{name.removeprefix('val_')}")
+    plot_reliability({h: result.logits[h] for h in spec.heads},
+                     {h: np.array([UNKNOWN if s.labels[h] is None else spec.label_index(h, s.labels[h]) for s in val])
+                      for h in spec.heads}, config.temperature, run_dir / "reliability.png")
+    metrics = {"splits": splits, "calibration": calibration}
+    if DOMAIN_OUTPUT in result.logits:
+        metrics["ood"] = domain_figures(val, result.logits[DOMAIN_OUTPUT], halves, config)
+    metrics["worst_errors"] = worst_errors(spec, val, probs)
+    return metrics
+
+
+def domain_figures(val: list[Sample], domain_logits: np.ndarray, halves: np.ndarray, config: ModelConfig) -> dict:
+    """The in-domain check's threshold (fitted on one half) and what it does on the other half."""
+    kinds = np.array([s.kind for s in val])
+    in_domain = np.array([s.in_domain for s in val])
+    fit = crossfit_domain_threshold(domain_logits, in_domain, kinds, halves)
+    config.ood = {"method": "domain_head", "temperature": round(fit.temperature, 4), "min_logit": round(fit.min_logit, 4)}
+    rate = {kind: round(float(fit.out_of_half_rejected[kinds == kind].mean()), 4) for kind in set(kinds)}
+    groups: dict[str, dict] = {}
+    for kind in ("negative", "other_task"):
+        for g in sorted({s.holdout_group for s in val if s.kind == kind}):
+            rows = np.array([s.kind == kind and s.holdout_group == g for s in val])
+            groups.setdefault(kind, {})[g] = {"n": int(rows.sum()),
+                                              "accepted": round(float(1 - fit.out_of_half_rejected[rows].mean()), 4)}
+    return {"method": "domain head trained with outlier exposure (negatives and other tasks' pictures), refitted with drawn outliers",
+            "temperature": config.ood["temperature"], "min_logit": config.ood["min_logit"],
+            "in_domain_rejected": {k: rate[k] for k in KINDS if k in rate},
+            "outliers_accepted": {k: round(1 - rate[k], 4) for k in ("negative", "other_task") if k in rate},
+            "n": {k: int((kinds == k).sum()) for k in sorted(set(kinds))},
+            "auroc": auroc(fit.out_of_half_scores[in_domain], fit.out_of_half_scores[~in_domain])
+            if (~in_domain).any() else None,
+            "per_group_accepted": groups,
+            "measured_on": "validation: threshold and temperature fitted on one half, figures on the other half (cross-fit)"}
+
+
+def finish_run(args, spec, run_dir: Path, trainer: Trainer, config: ModelConfig) -> dict:
+    """Calibrate, set the in-domain threshold, export ONNX, and measure what the model card shows."""
+    model, config = load_checkpoint(run_dir)
+    trainer.model = model
+    refit = refit_domain(trainer, config) if config.domain_head else None
+    if trainer.split.val:
+        result = trainer.evaluate("final validation")
+        metrics = held_out_figures(spec, trainer.split, result, config, args.seed, run_dir)
+        save_validation_outputs(run_dir, trainer.split.val, result)
+    else:
+        metrics = calibration_from(Path(args.calibration_from), config, run_dir)
+    if refit:
+        metrics["domain_head_fit"] = refit
+    save_checkpoint(model, config, run_dir)
+    if not args.no_onnx:
+        export_onnx(run_dir)
+    return {"task": spec.name, "architecture": config.architecture, **metrics}
+
+
+def refit_domain(trainer: Trainer, config: ModelConfig) -> dict:
+    """The domain head's final fit on the training pictures' features (their first, plain cached view)
+    and drawn outliers."""
+    a = trainer.args
+    train = run_epoch(trainer.model, a.frozen_blocks, trainer.views[0], trainer.train_y, trainer.loss_weights,
+                      trainer.weights, desc="features of the training pictures")
+    outliers = drawn_features(trainer.model, config, N_DRAWN, a.seed)
+    return refit_domain_head(trainer.model, train.features, trainer.train_y[DOMAIN_OUTPUT].numpy().astype(bool), outliers)
+
+
+def save_validation_outputs(run_dir: Path, val: list[Sample], result: EpochResult) -> None:
+    """Validation logits and features with each picture's kind and source, for later analysis (not published)."""
+    np.savez_compressed(run_dir / WORK_DIR / "validation_outputs.npz", features=result.features,
+                        **{f"logits_{h}": v for h, v in result.logits.items()},
+                        path=np.array([str(s.path) for s in val]), kind=np.array([s.kind for s in val]),
+                        source=np.array([s.source for s in val]), group=np.array([s.holdout_group or "" for s in val]))
+
+
+def calibration_from(recipe_run: Path, config: ModelConfig, run_dir: Path) -> dict:
+    """An all-data run ships the temperatures and threshold of the held-out run of its recipe, and its
+    figures: the numbers and the validation plots (confusion matrices, reliability)."""
+    source = ModelConfig.from_file(recipe_run / "config.json")
+    config.temperature, config.ood = dict(source.temperature), source.ood
+    for plot in [*recipe_run.glob("confusion_*.png"), recipe_run / "reliability.png"]:
+        if plot.is_file():
+            shutil.copyfile(plot, run_dir / plot.name)
+    figures = json.loads((recipe_run / "metrics.json").read_text())
+    return {"held_out_run": {"folder": str(recipe_run), "command": figures["training"]["command"],
+                             **{k: figures[k] for k in ("splits", "calibration", "ood", "split") if k in figures}}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,190 +365,43 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     started = time.time()
-
     try:
-        dataset = load_dataset(spec, args.data, load_label_map(args.label_map) if args.label_map else None)
+        samples, data_record = load_training_data(args, spec)
+        split = make_split(args, samples)
     except DataError as err:
         log.error("%s", err)
         return 2
-    samples = subsample(dataset.samples, args.max_images, args.seed) if args.max_images else dataset.samples
-    train, val = grouped_split(samples, args.val_fraction, args.seed)
-    log.info("%s: %d photos (%d skipped), train %d, val %d", args.data, len(samples), len(dataset.skipped),
-             len(train), len(val))
+    log.info("%d pictures: train %d, validation %d; %s", len(samples), len(split.train), len(split.val),
+             json.dumps(split.describe()["per_kind"]))
 
     config = ModelConfig.for_task(spec, args.arch, args.image_size)
-    model = create_model(config, pretrained=not args.no_pretrained, drop_path_rate=args.drop_path)
+    config.domain_head = bool(args.negatives or args.other_task)
+    model = create_model(config, pretrained=not args.no_pretrained)
     model = model.to(memory_format=CPU_MEMORY_FORMAT)
-    overrides = {s: getattr(args, f"realism_{s}") for s in REALISM_SWITCHES if getattr(args, f"realism_{s}") is not None}
-    realism_config = RealismConfig.preset(args.realism, spec.name).with_overrides(**overrides)
-    realism = PhotoRealism(realism_config) if args.realism != "none" or overrides else None
-    train_tf, eval_tf = create_train_transform(config.data_config, spec.name, args.crop_ratio), \
-        create_eval_transform(config.data_config)
+    views, val_acts, cache_info = cache_activations(args, spec, model, config, split, run_dir)
+    trainer = Trainer(args, spec, model, split, views, val_acts, loss_weights)
+    train_seconds = train_epochs(trainer, run_dir, config)
 
-    k = args.frozen_blocks
-    cache_dir = run_dir / WORK_DIR / f"cache-{cache_key(args, train, val)}"
-    cache_start = time.time()
-    view_realism = [None if v < args.plain_views else realism for v in range(args.views)]
-    view_paths = [cache_dir / view_name(v, view_realism[v] and realism_config, args.crop_ratio)
-                  for v in range(args.views)]
-    val_path, photo_path = cache_dir / "val.npy", cache_dir / "val_photo.npy"
-    # A cache finished by an earlier run is reused; the card says so, since its time is then not in the run's.
-    cache_paths = (*view_paths, val_path, photo_path)
-    caches_reused = sum(p.with_suffix(".done").exists() for p in cache_paths)
-    train_views = [cache_front(model, k, ImageViews(train, train_tf, spec.name, args.seed * 1000 + v, view_realism[v]),
-                               view_paths[v], f"caching train view {v + 1}/{args.views}", workers=args.workers)
-                   for v in range(args.views)]
-    val_acts = cache_front(model, k, ImageViews(val, eval_tf, spec.name, args.seed), val_path,
-                           "caching val", workers=args.workers)
-    photo_acts = cache_front(model, k, ImageViews(val, eval_tf, spec.name, args.seed + 1, photo_like=True),
-                             photo_path, "caching photo-like val", workers=args.workers)
-    cache_seconds = time.time() - cache_start
-    log.info("cached %d x %d training views + validation in %.0f s (%d of %d caches reused)", len(train), args.views,
-             cache_seconds, caches_reused, len(cache_paths))
-
-    train_y, val_y = targets_for(spec, train), targets_for(spec, val)
-    weights = class_weights(spec, train_y)
-    per_photo = source_weights(spec, train) if args.source_balance else None
-    groups = trainable_parameters(model, k)
-    for g in groups:
-        g["lr"] = args.lr * g["lr_scale"]
-    optimizer = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
-    steps = math.ceil(len(train) / args.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(steps * args.epochs, steps))
-    ema = ModelEmaV3(model, decay=args.ema_decay, use_warmup=True) if args.ema_decay > 0 else None
-    mix = ActivationMix(args.mix_prob) if args.mix_prob > 0 else None
-
-    state_path = run_dir / WORK_DIR / "last.pt"
-    history: list[dict] = []
-    best_loss, best_epoch, stale, first_epoch = math.inf, 0, 0, 1
-    if (args.resume or args.report_only) and state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None and "ema" in state:
-            ema.module.load_state_dict(state["ema"])
-        history, best_loss, best_epoch, stale = state["history"], state["best_loss"], state["best_epoch"], state["stale"]
-        first_epoch = state["epoch"] + 1
-        log.info("resuming after epoch %d (best val loss %.4f at epoch %d)", state["epoch"], best_loss, best_epoch)
-
-    train_start = time.time()
-    epochs_run = 0
-    for epoch in range(first_epoch, args.epochs + 1):
-        if stale >= args.patience or args.report_only:
-            break
-        t0 = time.time()
-        tr = run_epoch(model, k, MixedViews(train_views, args.seed * 7919 + epoch), train_y, loss_weights, weights,
-                       optimizer, scheduler, args.batch_size, seed=args.seed + epoch,
-                       desc=f"epoch {epoch}/{args.epochs} train", label_smoothing=args.label_smoothing,
-                       sample_weights=per_photo, ema=ema, mix=mix)
-        validated = model if ema is None else ema.module
-        va = run_epoch(validated, k, val_acts, val_y, loss_weights, weights, desc="val")
-        vp = run_epoch(validated, k, photo_acts, val_y, loss_weights, weights, desc="photo-like val")
-        # Selection uses both: plain scans and photo-like views of the same validation photos.
-        val_loss = (va.loss + vp.loss) / 2
-        history.append({"epoch": epoch, "train_loss": tr.loss, "val_loss": va.loss, "val_photo_loss": vp.loss,
-                        "train_acc": tr.accuracy, "val_acc": va.accuracy, "val_photo_acc": vp.accuracy,
-                        "val_acc_combined": float(np.mean(list(va.accuracy.values()))),
-                        "seconds": time.time() - t0})
-        log.info("epoch %d: train loss %.4f %s | val loss %.4f %s | photo-like val loss %.4f %s | %.0f s",
-                 epoch, tr.loss, fmt_acc(tr.accuracy), va.loss, fmt_acc(va.accuracy), vp.loss,
-                 fmt_acc(vp.accuracy), time.time() - t0)
-        if val_loss < best_loss - 1e-4:
-            best_loss, best_epoch, stale = val_loss, epoch, 0
-            save_checkpoint(validated, config, run_dir)
-            log.info("new best checkpoint (val loss %.4f) saved", val_loss)
-        else:
-            stale += 1
-        epochs_run += 1
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "epoch": epoch, "history": history, "best_loss": best_loss, "best_epoch": best_epoch, "stale": stale,
-                 **({} if ema is None else {"ema": ema.module.state_dict()})}
-        atomic_write(state_path, lambda tmp: torch.save(state, tmp))
-    train_seconds = time.time() - train_start
-    if not (run_dir / "model.safetensors").exists():
-        log.error("no checkpoint in %s%s", run_dir, " to report on" if args.report_only else " was saved")
-        return 1
-
-    model, config = load_checkpoint(run_dir)
-    # The in-domain memory bank: each training photo once, in one of its cached views (plain or photo-like).
-    metrics = finish_run(args, spec, run_dir, model, config, train, val, MixedViews(train_views, args.seed),
-                         val_acts, photo_acts, train_y, val_y, loss_weights)
+    metrics = finish_run(args, spec, run_dir, trainer, config)
     command = "python -m training.train " + shlex.join(sys.argv[1:] if argv is None else argv)
-    metrics_path = run_dir / "metrics.json"
-    if args.report_only and metrics_path.exists():   # keep the figures of the run that trained it
-        metrics["training"] = {**json.loads(metrics_path.read_text())["training"], "report_command": command}
-    else:
-        metrics["training"] = {
-            "command": command, "args": vars(args), "loss_weights": loss_weights,
-            "realism": realism_config.to_dict(), "epochs_run": len(history), "best_epoch": best_epoch,
-            "n_train": len(train), "n_val": len(val), "n_skipped": len(dataset.skipped),
-            "cache_seconds": round(cache_seconds, 1), "caches_reused": caches_reused, "caches": len(cache_paths),
-            "seconds_per_epoch": round(train_seconds / max(1, epochs_run), 1),
-            "seconds": round(time.time() - started, 1)}
-    metrics["history"] = history
-    atomic_write(metrics_path, lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
-    report.plot_history(history, run_dir)
-    report.write_model_card(run_dir, spec, json.loads((run_dir / "config.json").read_text()), metrics)
+    metrics.update(data=data_record, split=split.describe(), history=trainer.history, training={
+        "command": command, "args": vars(args), "loss_weights": loss_weights, **cache_info,
+        "epochs_run": len(trainer.history), "n_train": len(split.train), "n_val": len(split.val),
+        "seconds_per_epoch": round(train_seconds / max(1, args.epochs), 1),
+        "seconds": round(time.time() - started, 1)})
+    atomic_write(run_dir / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
+    plot_history(trainer.history, run_dir)
+    notes = Path(args.card_notes).read_text(encoding="utf-8") if args.card_notes else None
+    write_model_card(run_dir, spec, load_checkpoint(run_dir)[1], metrics, notes)
     log.info("done in %.0f s: %s", time.time() - started, run_dir)
 
     if args.push_to_hub:
         try:
-            url = push_to_hub(run_dir, args.push_to_hub)
-            log.info("published to %s", url)
+            log.info("published to %s", push_to_hub(run_dir, args.push_to_hub))
         except PublishError as err:
             log.error("%s", err)
             return 3
     return 0
-
-
-def fmt_acc(acc: dict[str, float]) -> str:
-    return " ".join(f"{h} {a:.3f}" for h, a in acc.items())
-
-
-def finish_run(args, spec, run_dir, model, config, train, val, train_acts, val_acts, photo_acts,
-               train_y, val_y, loss_weights) -> dict:
-    """Calibrate, fit the OOD detector, export ONNX, and measure everything the model card shows."""
-    k = args.frozen_blocks
-    va = run_epoch(model, k, val_acts, val_y, loss_weights, desc="final val")
-    vp = run_epoch(model, k, photo_acts, val_y, loss_weights, desc="final photo-like val")
-    tr = run_epoch(model, k, train_acts, train_y, loss_weights, desc="train features")
-
-    calibration = {}
-    for h in spec.heads:
-        known = (val_y[h] != UNKNOWN).numpy()
-        y = val_y[h].numpy()[known]
-        logits = va.logits[h][known]
-        t = report.fit_temperature(logits, y)
-        config.temperature[h] = t
-        calibration[h] = {"temperature": round(t, 4),
-                          "ece_before": round(report.expected_calibration_error(softmax(logits), y), 4),
-                          "ece_after": round(report.expected_calibration_error(softmax(logits, t), y), 4)}
-    report.plot_reliability({h: va.logits[h] for h in spec.heads}, {h: val_y[h].numpy() for h in spec.heads},
-                            config.temperature, run_dir / "reliability.png")
-
-    def probs(result):
-        return {h: softmax(result.logits[h], config.temperature[h]) for h in spec.heads}
-
-    labels, sources = [s.labels for s in val], [s.source for s in val]
-    splits = {"val": report.summarize(spec, labels, probs(va), sources),
-              "val_photo": report.summarize(spec, labels, probs(vp), sources)}
-    report.plot_confusion_matrices(splits["val"], run_dir, "confusion")
-    report.plot_confusion_matrices(splits["val_photo"], run_dir, "confusion_photo")
-
-    detector = KnnDetector.fit(tr.features, args.ood_k)
-    ood = diagnostics.evaluate_ood(args, spec, model, config, detector, va.features, vp.features)
-    config.ood = {"method": "knn", "k": detector.k, "threshold": ood["threshold"], "file": OOD_NAME}
-    detector.save(run_dir / OOD_NAME)
-    save_checkpoint(model, config, run_dir)
-    if not args.no_onnx:
-        from inference.export_onnx import export_onnx
-        export_onnx(run_dir)
-
-    metrics = {"task": spec.name, "architecture": config.architecture, "splits": splits,
-               "calibration": calibration, "ood": ood}
-    metrics.update(diagnostics.gradcam_and_worst_errors(spec, run_dir, val, args.seed + 1, splits, probs(va), probs(vp)))
-    return metrics
 
 
 if __name__ == "__main__":

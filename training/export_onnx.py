@@ -1,9 +1,9 @@
 """Export a checkpoint folder to ONNX (`model.onnx` beside the weights) for onnxruntime.
 
-    python -m inference.export_onnx checkpoints/car [--check IMAGE ...]
+    python -m training.export_onnx checkpoints/car [checkpoints/collectibles ...]
 
-Outputs: `features` (pooled backbone features, for the in-domain check), then one logits
-tensor per head in the task's head order. Batch size is dynamic.
+Outputs: `features` (pooled backbone features), then one logits tensor per head in the task's head
+order, then the domain head's logit when the model has one. Batch size is dynamic.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from inference.model import ONNX_BATCH_DIM, ONNX_NAME, MultiHeadModel, atomic_write, load_checkpoint
+from inference.model import DOMAIN_OUTPUT, ONNX_BATCH_DIM, ONNX_NAME, MultiHeadModel, atomic_write, load_checkpoint
 
 
 class OnnxOutputs(nn.Module):
@@ -32,7 +32,7 @@ def export_onnx(folder: Path) -> Path:
     folder = Path(folder)
     model, config = load_checkpoint(folder)
     dummy = torch.zeros(2, *config.data_config["input_size"])
-    heads = list(config.heads)
+    heads = [*config.heads, *([DOMAIN_OUTPUT] if config.domain_head else [])]
     out = folder / ONNX_NAME
 
     def write(tmp: str) -> None:
