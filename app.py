@@ -1,39 +1,20 @@
 """Image understanding Space: collectibles classifier and car condition check, with Grad-CAM.
 
-The user interface only: every answer comes from `inference/` (models, Grad-CAM, JSON shapes,
-batch runs, REST routes). Run `python app.py` (port 7860, or GRADIO_SERVER_PORT / GRADIO_SERVER_NAME),
-`python app.py --share` (or SHARE=1) for a temporary public link.
+The user interface only: every answer comes from `inference/`; `serve.py` launches it (queue, memory,
+REST routes). Run `python app.py` (port 7860), `python app.py --share` for a temporary public link.
 
-Client API (gradio_client), all taking one image file:
-    /classify_collectible            -> {"label", "confidence", "probabilities", "in_domain", "ood_score"[, "message"]}
+Client API (gradio_client), each taking one image file:
+    /classify_collectible            -> {"label", "confidence", "probabilities", "in_domain", "ood_score", ...}
+                                        (read_text=True: and "text", the lines read on the item)
     /classify_collectible_explained  -> (that JSON, Grad-CAM overlay image)
-    /assess_car                      -> {"cleanliness": {...}, "damage": {...}, "in_domain", "ood_score"[, "message"]}
+    /assess_car                      -> {"cleanliness": {...}, "damage": {...}, "in_domain", "ood_score", ...}
     /assess_car_explained            -> (that JSON, cleanliness overlay, damage overlay)
-    /batch_predict                   -> (table, CSV file) for a task and several images / ZIP archives
-REST on the same server: see inference/rest.py (POST /api/v1/car/predict, /api/v1/collectibles/predict,
-GET /api/v1/health).
-
-Queue: every event goes through Gradio's queue with at most QUEUE_CONCURRENCY (default 2, one per
-CPU core) running at once per event and at most QUEUE_MAX_SIZE (default 64) waiting; beyond that,
-new requests are refused at once ("queue full") instead of waiting for minutes. Batch runs are
-limited to one at a time. Uploads above 20 MB are refused by Gradio (max_file_size) and by the
-REST routes.
+    /batch_predict                   -> (table, CSV, summary JSON, summary CSV, chart) for a task and many files
 """
 from __future__ import annotations
 
-import argparse
-import atexit
-import ctypes
-import hashlib
 import html
-import logging
 import os
-import shutil
-import sys
-import tempfile
-import threading
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -41,42 +22,27 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from inference import rest
-from inference.batch import BatchError, columns, predict_files, rows_to_csv
+import serve
+from inference import Prediction, Predictor, load_model, ocr
+from inference.batch import MAX_FILES, MAX_TOTAL_BYTES, BatchError, columns, predict_files, rows_to_csv
+from inference.batch_report import SUMMARY_COLUMNS, label_chart, summarize, summary_rows
 from inference.explain import explainer_for
-from inference.images import MAX_FILE_BYTES, ImageError, load_image
-from inference.model import CheckpointError
+from inference.images import ImageError, load_image
+from inference.ocr import text_answer
 from inference.payloads import client_payload, driver_summary
-from inference.predictor import Prediction, Predictor, load_model
-from inference.tasks import SAFETY_LEVELS, TASKS, get_task, present_examples
-
-log = logging.getLogger("app")
-
-ROOT = Path(__file__).resolve().parent
-QUEUE_CONCURRENCY = int(os.environ.get("QUEUE_CONCURRENCY", 2))
-QUEUE_MAX_SIZE = int(os.environ.get("QUEUE_MAX_SIZE", 64))
-TRIM_INTERVAL_S = 2.0
-DEFAULT_PORT = 7860
-DEFAULT_HOST = "0.0.0.0"
-# Gradio's temporary copies of uploads and results: checked every 10 min, removed after 1 h.
-DELETE_CACHE = (600, 3600)
+from inference.tasks import SAFETY_LEVELS, TASKS, get_task
 
 COLLECTIBLES, CAR = get_task("collectibles"), get_task("car")
 CATEGORY = COLLECTIBLES.head_names[0]
-
 TITLE = "Image understanding: collectibles and car condition"
 INTRO = f"""# {TITLE}
 Upload a photo (or paste one, or use your webcam).
 **Collectibles** sorts books, coins, drumsticks, stamps and vinyl records.
 **Car condition** checks whether a car is clean and intact, for drivers and fleet operators.
-**Batch** runs either model on many photos or a ZIP archive and gives you a CSV.
+**Batch** runs either model on many photos or a ZIP archive: a table, a CSV and a report.
 The heat map (Grad-CAM) shows which parts of the photo drove the answer.
-Photos that look unlike what a model knows are flagged instead of being forced into a class.
+Photos that look unlike what a model knows are not judged instead of being forced into a class.
 Uploaded photos are used only to answer your request; temporary copies are deleted within an hour."""
-
-PRIVACY_NOTE = ("Privacy: anyone with the share link can use this app and upload photos; those photos "
-                "travel through the share relay to this machine and are processed here. Share the link "
-                "only with people you trust, and stop the app (Ctrl-C) to close it.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,19 +61,12 @@ def md_escape(text: str) -> str:
     return text
 
 
-def load_photo(path: str | None) -> Image.Image:
+def run(task: str, path: str | None) -> tuple[Image.Image, Prediction, Predictor]:
     if path is None:
         raise user_error("No image was provided. Please upload a photo (JPEG, PNG or WebP).")
     try:
-        return load_image(path)
-    except ImageError as err:
-        raise user_error(err.message) from None
-
-
-def run(task: str, path: str | None) -> tuple[Image.Image, Prediction, Predictor]:
-    photo = load_photo(path)
-    predictor = load_model(task)
-    try:
+        photo = load_image(path)
+        predictor = load_model(task)
         return photo, predictor.predict(photo), predictor
     except ImageError as err:
         raise user_error(err.message) from None
@@ -122,12 +81,8 @@ def overlays(predictor: Predictor, photo: Image.Image, prediction: Prediction) -
     """
     labels = {head: p.label for head, p in prediction.heads.items()}
     images = explainer_for(predictor).overlays(photo, labels)
-    return [output_file(f"heatmap-{head}.jpg", lambda path, im=im: im.save(path, quality=90))
+    return [serve.output_file(f"heatmap-{head}.jpg", lambda path, im=im: im.save(path, quality=90))
             for head, im in images.items()]
-
-
-def label_value(prediction: Prediction, head: str) -> dict[str, float]:
-    return dict(prediction.heads[head].probabilities)
 
 
 def head_title(head: str) -> str:
@@ -137,20 +92,19 @@ def head_title(head: str) -> str:
 def label_component(prediction: Prediction, head: str, title: str) -> gr.Label:
     """The confidence bars; out of domain, titled as a best guess rather than an answer."""
     if not prediction.in_domain:
-        title = f"{title}: best guess only (see the warning)"
-    return gr.Label(value=label_value(prediction, head), label=title)
+        title = f"{title}: best guess only, not judged"
+    return gr.Label(value=dict(prediction.heads[head].probabilities), label=title)
 
 
 def ood_notice(prediction: Prediction) -> str:
     if prediction.in_domain:
         return ""
-    message = get_task(prediction.task).ood_message
-    return (f"### ⚠️ {md_escape(message)}\n"
+    return (f"### ⚠️ {md_escape(get_task(prediction.task).ood_message)}\n"
             "The scores below are only the model's best guess; please upload a photo of the right kind.")
 
 
 def car_summary(prediction: Prediction) -> str:
-    """Plain-language summary for the driver, from payloads.driver_summary."""
+    """Plain-language summary for the driver (payloads.driver_summary), with a safety warning."""
     summary = driver_summary(prediction)
     if not prediction.in_domain:
         return f"### ⚠️ {md_escape(summary)}\nThe scores below are only the model's best guess."
@@ -163,21 +117,25 @@ def car_summary(prediction: Prediction) -> str:
     return "### For the driver\n" + "\n".join(lines)
 
 
-def footer_markdown() -> str:
-    lines = [f"- {md_escape(load_model(task).description)}" for task in TASKS]
-    return "**Serving:**\n" + "\n".join(lines)
-
-
 # --------------------------------------------------------------------------------------------
 # Handlers: UI (Gradio components) and client API (JSON)
 # --------------------------------------------------------------------------------------------
 
-def classify_ui(path: str | None, show_cam: bool = True):
+def text_markdown(answer: dict[str, Any]) -> str:
+    if answer.get("error"):
+        return f"*{md_escape(answer['error'])}*"
+    if not answer["lines"]:
+        return "*No text found.*"
+    return "\n".join(f"- {md_escape(line['text'])} ({line['confidence']:.0%})" for line in answer["lines"])
+
+
+def classify_ui(path: str | None, show_cam: bool = True, read: bool = False):
     photo, prediction, predictor = run(COLLECTIBLES.name, path)
     if not prediction.in_domain:
         gr.Warning(COLLECTIBLES.ood_message)
     cam = overlays(predictor, photo, prediction)[0] if show_cam else None
-    return ood_notice(prediction), label_component(prediction, CATEGORY, "Category"), cam
+    text = text_markdown(text_answer(photo)) if read else ""
+    return ood_notice(prediction), label_component(prediction, CATEGORY, "Category"), cam, text
 
 
 def assess_ui(path: str | None, show_cam: bool = True):
@@ -189,15 +147,21 @@ def assess_ui(path: str | None, show_cam: bool = True):
     return (car_summary(prediction), *labels, *cams)
 
 
-def classify_collectible(image: str) -> dict[str, Any]:
-    """Collectible category of one photo: label, confidence, probabilities, in_domain, ood_score."""
-    return client_payload(run(COLLECTIBLES.name, image)[1])
+def collectible_payload(photo: Image.Image, prediction: Prediction, read_text: bool) -> dict[str, Any]:
+    return {**client_payload(prediction), **({"text": text_answer(photo)} if read_text else {})}
 
 
-def classify_collectible_explained(image: str):
+def classify_collectible(image: str, read_text: bool = False) -> dict[str, Any]:
+    """Collectible category of one photo: label, confidence, probabilities, in_domain, ood_score; with
+    read_text, also `text`: the lines read on the item ({"lines": [{"text", "confidence", "box"}], "text"})."""
+    photo, prediction, _ = run(COLLECTIBLES.name, image)
+    return collectible_payload(photo, prediction, read_text)
+
+
+def classify_collectible_explained(image: str, read_text: bool = False):
     """The classify_collectible JSON plus the Grad-CAM overlay for the predicted category."""
     photo, prediction, predictor = run(COLLECTIBLES.name, image)
-    return client_payload(prediction), *overlays(predictor, photo, prediction)
+    return collectible_payload(photo, prediction, read_text), *overlays(predictor, photo, prediction)
 
 
 def assess_car(image: str) -> dict[str, Any]:
@@ -211,79 +175,62 @@ def assess_car_explained(image: str):
     return client_payload(prediction), *overlays(predictor, photo, prediction)
 
 
-_output_dir: Path | None = None
-
-
-def output_file(name: str, write, max_age_s: float = 3600) -> str:
-    """A file in this process's own temporary folder (removed at exit, pruned hourly) for Gradio to serve."""
-    global _output_dir
-    if _output_dir is None:
-        _output_dir = Path(tempfile.mkdtemp(prefix="space-outputs-"))
-        atexit.register(shutil.rmtree, _output_dir, ignore_errors=True)
-    now = time.time()
-    for old in _output_dir.iterdir():
-        if now - old.stat().st_mtime > max_age_s:
-            shutil.rmtree(old, ignore_errors=True)
-    folder = _output_dir / uuid.uuid4().hex
-    folder.mkdir()
-    path = folder / name
-    write(path)
-    return str(path)
-
-
-def batch_predict(task: str, files: list[str] | None):
-    """Predict a task on several images and/or ZIP archives of images: (table, CSV file)."""
+def batch_predict(task: str, files: list[str] | None, read_text: bool = False, progress=gr.Progress()):
+    """A task on several images and/or ZIP archives: (table, CSV, summary JSON, summary CSV, label chart);
+    with read_text, collectibles rows also get the text read on each photo."""
     if task not in TASKS:
         raise user_error(f"Unknown task; choose one of {', '.join(TASKS)}.")
     if not files:
         raise user_error("No files were provided. Upload images or a ZIP archive of images.")
-    items = [(Path(f).name, f) for f in files]
+    progress(0, desc="Reading the files")
     try:
-        rows = predict_files(task, items)
+        result = predict_files(task, [(Path(f).name, f) for f in files], read_text=read_text,
+                               on_progress=lambda done, total: progress((done, total), desc="Photos", unit="photos"))
     except BatchError as err:
         raise user_error(str(err)) from None
-    cols = columns(task)
-    text = rows_to_csv(rows, cols)
-    return pd.DataFrame(rows, columns=cols), output_file("predictions.csv", lambda p: p.write_text(text, encoding="utf-8"))
+    cols, summary = columns(task), summarize(task, result.rows)
+    table_csv, report_csv = rows_to_csv(result.rows, cols), rows_to_csv(summary_rows(summary), SUMMARY_COLUMNS)
+    return (pd.DataFrame(result.rows, columns=cols),
+            serve.output_file("predictions.csv", lambda p: p.write_text(table_csv, encoding="utf-8")),
+            summary,
+            serve.output_file("summary.csv", lambda p: p.write_text(report_csv, encoding="utf-8")),
+            serve.output_file("label-counts.png", lambda p: label_chart(summary).save(p)),
+            result.thumbnails, action_table(summary))
+
+
+def action_table(summary: dict[str, Any]) -> pd.DataFrame:
+    """The operator's lists in one table: what to do, which photo, how sure."""
+    rows = [[action["title"], p["file"], p["label"], p["confidence"]]
+            for action in summary["actions"].values() for p in action["photos"]]
+    rows += [["Look at it", p["file"], p["label"], p["reason"]] for p in summary["review"]]
+    return pd.DataFrame(rows, columns=["list", "file", "label", "confidence / reason"])
+
+
+def batch_photo(task: str, thumbnails: dict[str, bytes] | None, table: pd.DataFrame, evt: gr.SelectData):
+    """The photo of a clicked action-list row, with the Grad-CAM heat map of its label when it has one."""
+    if not thumbnails or evt.index is None:
+        return None
+    file, label = table.iloc[evt.index[0]][["file", "label"]]
+    if file not in thumbnails:
+        return None
+    photo = load_image(thumbnails[file])
+    spec = get_task(task)
+    head = next((h for h in spec.heads if label in spec.heads[h]), None)
+    if head is None:   # not judged or unreadable: the photo itself
+        return photo
+    return explainer_for(load_model(task)).overlays(photo, {head: label})[head]
 
 
 # --------------------------------------------------------------------------------------------
 # Layout
 # --------------------------------------------------------------------------------------------
 
-def example_files(task: str) -> list[str]:
-    """Example images listed in examples/<task>/<manifest>.csv that are actually present."""
-    return [str(path) for path, _ in present_examples(task)]
-
-
-def examples_cache_folder() -> Path:
-    """Cached example outputs keyed by the serving checkpoints, this file and the examples.
-
-    Gradio reuses an existing example cache as is; keying it means a new checkpoint (or a changed
-    handler) gets fresh outputs instead of stale ones.
-    """
-    key = hashlib.sha256()
-    key.update(Path(__file__).read_bytes())
-    for task in TASKS:
-        key.update(load_model(task).description.encode())
-        for path in example_files(task):
-            key.update(f"{path}:{os.path.getsize(path)}".encode())
-    base = ROOT / ".gradio" / "cached_examples"
-    folder = base / key.hexdigest()[:16]
-    if base.is_dir():   # other keys are stale; drop those unused for a day (another app may still use one)
-        for old in base.iterdir():
-            if old.is_dir() and old != folder and len(old.name) == 16 and time.time() - old.stat().st_mtime > 86400:
-                shutil.rmtree(old, ignore_errors=True)
-    return folder
-
-
 def photo_input(label: str = "Photo", **kwargs) -> gr.Image:
     """An image input whose uploads reach `inference.images.load_image` undecoded.
 
-    gr.Image would open the file with PIL itself and fail with a generic error on a bad upload;
-    here the path (already checked by Gradio to be in its upload folder) is passed on, so the user
-    gets load_image's clear message. Overridden on the instance: a gr.Image subclass would make
-    Gradio write an app.pyi stub next to this file.
+    Without this, gr.Image opens every upload with PIL itself: a damaged file, a PDF or a text file
+    renamed .jpg then fails inside Gradio with a bare "Error" instead of load_image's message
+    (tests/test_app.py::test_client_bad_input_gets_the_clear_message checks the message).
     """
     component = gr.Image(type="filepath", label=label, sources=["upload", "clipboard", "webcam"], **kwargs)
     decode = component.preprocess
@@ -304,170 +251,124 @@ def photo_input(label: str = "Photo", **kwargs) -> gr.Image:
     return component
 
 
+PRIVATE = {"api_visibility": "private"}   # UI-only events: not part of the client API
+
+
 def wire(image: gr.Image, button: gr.Button, fn, inputs: list, outputs: list) -> None:
     """Upload or button -> clear the previous result (so an error never sits next to a stale
-    answer) -> run `fn`. Removing the photo clears the result. UI-only events (not in the API)."""
+    answer) -> run `fn`. Removing the photo clears the result."""
     def clear():
         return [None] * len(outputs)
 
     for trigger in (image.upload, button.click):
-        trigger(clear, None, outputs, queue=False, show_progress="hidden", api_visibility="private") \
-            .then(fn, inputs, outputs, api_visibility="private")
-    image.clear(clear, None, outputs, queue=False, show_progress="hidden", api_visibility="private")
+        trigger(clear, None, outputs, queue=False, show_progress="hidden", **PRIVATE).then(fn, inputs, outputs, **PRIVATE)
+    image.clear(clear, None, outputs, queue=False, show_progress="hidden", **PRIVATE)
+
+
+def examples(task: str, image: gr.Image, outputs: list, fn) -> None:
+    if files := serve.example_files(task):
+        gr.Examples(files, inputs=[image], outputs=outputs, fn=lambda p: fn(p, True), cache_examples=True,
+                    cache_mode="eager", label="Examples (click one)", examples_per_page=12, preload=False, **PRIVATE)
+
+
+def read_text_option(**kwargs) -> gr.Checkbox:
+    """Off by default: reading the text costs about half a second a photo on two cores. Hidden when the
+    OCR engine is not installed (inference.ocr logs it)."""
+    return gr.Checkbox(value=False, label="Read the text (title, artist, country, year; about 0.5 s more)",
+                       visible=ocr.available(), **kwargs)
+
+
+def collectibles_tab() -> None:
+    with gr.Row():
+        with gr.Column():
+            image = photo_input(elem_id="collectibles-image")
+            cam = gr.Checkbox(value=True, label="Show Grad-CAM heat map")
+            read = read_text_option(elem_id="collectibles-read-text")
+            button = gr.Button("Classify", variant="primary")
+        with gr.Column():
+            outputs = [gr.Markdown(elem_id="collectibles-notice"),
+                       gr.Label(num_top_classes=5, label="Category", elem_id="collectibles-label"),
+                       gr.Image(label="Grad-CAM heat map", format="jpeg", interactive=False, elem_id="collectibles-cam"),
+                       gr.Markdown(label="Text on the item", elem_id="collectibles-text")]
+    wire(image, button, classify_ui, [image, cam, read], outputs)
+    examples(COLLECTIBLES.name, image, outputs, classify_ui)
+
+
+def car_tab() -> None:
+    with gr.Row():
+        with gr.Column():
+            image = photo_input(label="Car photo", elem_id="car-image")
+            cam = gr.Checkbox(value=True, label="Show Grad-CAM heat maps")
+            button = gr.Button("Check the car", variant="primary")
+        with gr.Column():
+            summary = gr.Markdown(elem_id="car-summary")
+            labels = [gr.Label(num_top_classes=len(CAR.heads[h]), label=head_title(h), elem_id=f"car-{h}")
+                      for h in CAR.head_names]
+    with gr.Row():
+        cams = [gr.Image(label=f"Grad-CAM: {h}", format="jpeg", interactive=False, elem_id=f"car-cam-{h}")
+                for h in CAR.head_names]
+    outputs = [summary, *labels, *cams]
+    wire(image, button, assess_ui, [image, cam], outputs)
+    examples(CAR.name, image, outputs, assess_ui)
+
+
+def batch_tab() -> None:
+    gr.Markdown(f"Sort a fleet or a collection: upload photos, or ZIP archives of photos (up to {MAX_FILES} "
+                f"files and {MAX_TOTAL_BYTES // 2**20} MB of images), and get a table, a report and CSV files. "
+                "Click a row of the lists to see the photo and its heat map.")
+    with gr.Row():
+        with gr.Column():
+            task = gr.Radio([(spec.title, name) for name, spec in TASKS.items()], value=CAR.name, label="Task")
+            read = read_text_option(info="Collectibles only: a text column in the results")
+        files = gr.File(file_count="multiple", type="filepath", label="Photos or ZIP archives",
+                        file_types=["image", ".zip"], elem_id="batch-files")
+    button = gr.Button("Run batch", variant="primary")
+    with gr.Row():
+        chart = gr.Image(label="Label counts", format="png", interactive=False, elem_id="batch-chart")
+        with gr.Column():
+            actions = gr.Dataframe(label="Lists for the operator", interactive=False, wrap=True, elem_id="batch-actions")
+            photo = gr.Image(label="Selected photo", format="jpeg", interactive=False, elem_id="batch-photo")
+    report = gr.JSON(label="Summary", elem_id="batch-summary")
+    table = gr.Dataframe(label="Results", interactive=False, wrap=True, elem_id="batch-table")
+    with gr.Row():
+        table_csv, report_csv = gr.File(label="Results CSV", interactive=False), gr.File(label="Summary CSV",
+                                                                                          interactive=False)
+    thumbnails = gr.State()
+    button.click(batch_predict, [task, files, read], [table, table_csv, report, report_csv, chart, thumbnails, actions],
+                 api_name="batch_predict", concurrency_limit=1)
+    actions.select(batch_photo, [task, thumbnails, actions], photo, **PRIVATE)
+
+
+def api_endpoints() -> None:
+    """Client API: JSON endpoints on hidden components (the UI events are private)."""
+    with gr.Column(visible=False):
+        image = photo_input(label="image")
+        read_text = gr.Checkbox(value=False, label="read_text")
+        result = gr.JSON(label="result")
+        car_cams = [gr.Image(label=f"overlay_{h}", format="jpeg") for h in CAR.head_names]
+        cam = gr.Image(label="overlay", format="jpeg")
+        for fn, inputs, outputs in ((classify_collectible, [image, read_text], [result]),
+                                    (classify_collectible_explained, [image, read_text], [result, cam]),
+                                    (assess_car, [image], [result]), (assess_car_explained, [image], [result, *car_cams])):
+            gr.Button(fn.__name__, visible=False).click(fn, inputs, outputs, api_name=fn.__name__,
+                                                        api_description=fn.__doc__)
 
 
 def build_demo() -> gr.Blocks:
-    if "GRADIO_EXAMPLES_CACHE" not in os.environ:
-        os.environ["GRADIO_EXAMPLES_CACHE"] = str(examples_cache_folder())
-    private = {"api_visibility": "private"}   # UI-only events: not part of the client API
-
-    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
+    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(serve.examples_cache_folder(Path(__file__))))
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=serve.DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
-
         with gr.Tab("Collectibles", id="collectibles"):
-            with gr.Row():
-                with gr.Column():
-                    c_image = photo_input(elem_id="collectibles-image")
-                    c_cam = gr.Checkbox(value=True, label="Show Grad-CAM heat map")
-                    c_button = gr.Button("Classify", variant="primary")
-                with gr.Column():
-                    c_notice = gr.Markdown(elem_id="collectibles-notice")
-                    c_label = gr.Label(num_top_classes=5, label="Category", elem_id="collectibles-label")
-                    c_overlay = gr.Image(label="Grad-CAM heat map", format="jpeg", interactive=False,
-                                         elem_id="collectibles-cam")
-            c_outputs = [c_notice, c_label, c_overlay]
-            wire(c_image, c_button, classify_ui, [c_image, c_cam], c_outputs)
-            if examples := example_files(COLLECTIBLES.name):
-                gr.Examples(examples, inputs=[c_image], outputs=c_outputs, fn=lambda p: classify_ui(p, True),
-                            cache_examples=True, cache_mode="eager", label="Examples (click one)",
-                            examples_per_page=12, preload=False, **private)
-
+            collectibles_tab()
         with gr.Tab("Car condition", id="car"):
-            with gr.Row():
-                with gr.Column():
-                    k_image = photo_input(label="Car photo", elem_id="car-image")
-                    k_cam = gr.Checkbox(value=True, label="Show Grad-CAM heat maps")
-                    k_button = gr.Button("Check the car", variant="primary")
-                with gr.Column():
-                    k_summary = gr.Markdown(elem_id="car-summary")
-                    k_labels = [gr.Label(num_top_classes=len(CAR.heads[h]), label=head_title(h), elem_id=f"car-{h}")
-                                for h in CAR.head_names]
-            with gr.Row():
-                k_overlays = [gr.Image(label=f"Grad-CAM: {h}", format="jpeg", interactive=False, elem_id=f"car-cam-{h}")
-                              for h in CAR.head_names]
-            k_outputs = [k_summary, *k_labels, *k_overlays]
-            wire(k_image, k_button, assess_ui, [k_image, k_cam], k_outputs)
-            if examples := example_files(CAR.name):
-                gr.Examples(examples, inputs=[k_image], outputs=k_outputs, fn=lambda p: assess_ui(p, True),
-                            cache_examples=True, cache_mode="eager", label="Examples (click one)", preload=False, **private)
-
+            car_tab()
         with gr.Tab("Batch", id="batch"):
-            gr.Markdown("Sort a fleet or a collection: upload several photos, or a ZIP archive of photos "
-                        "(up to 500 files), and download the results as CSV. Files that are not usable "
-                        "photos are listed with the reason.")
-            with gr.Row():
-                b_task = gr.Radio([(spec.title, name) for name, spec in TASKS.items()], value=CAR.name,
-                                  label="Task")
-                b_files = gr.File(file_count="multiple", type="filepath", label="Photos or ZIP archives",
-                                  file_types=["image", ".zip"], elem_id="batch-files")
-            b_button = gr.Button("Run batch", variant="primary")
-            b_table = gr.Dataframe(label="Results", interactive=False, wrap=True, elem_id="batch-table")
-            b_csv = gr.File(label="Download CSV", interactive=False)
-            b_button.click(batch_predict, [b_task, b_files], [b_table, b_csv], api_name="batch_predict",
-                           concurrency_limit=1)
-
-        # Client API: JSON endpoints on hidden components (the UI events above are private).
-        with gr.Column(visible=False):
-            a_image = photo_input(label="image")
-            a_json = gr.JSON(label="result")
-            a_overlays = [gr.Image(label=f"overlay_{h}", format="jpeg") for h in CAR.head_names]
-            a_overlay = gr.Image(label="overlay", format="jpeg")
-            for name, fn, outputs in (
-                ("classify_collectible", classify_collectible, [a_json]),
-                ("classify_collectible_explained", classify_collectible_explained, [a_json, a_overlay]),
-                ("assess_car", assess_car, [a_json]),
-                ("assess_car_explained", assess_car_explained, [a_json, *a_overlays]),
-            ):
-                gr.Button(name, visible=False).click(fn, [a_image], outputs, api_name=name,
-                                                      api_description=fn.__doc__)
-
-        gr.Markdown(footer_markdown(), elem_id="serving-footer")
+            batch_tab()
+        api_endpoints()
+        footer = "\n".join(f"- {md_escape(load_model(task).description)}" for task in TASKS)
+        gr.Markdown(f"**Serving:**\n{footer}", elem_id="serving-footer")
     return demo
 
 
-# --------------------------------------------------------------------------------------------
-# Start-up
-# --------------------------------------------------------------------------------------------
-
-def preload_models() -> None:
-    """Load both models before serving, so the first request is fast and a bad checkpoint stops here."""
-    for task in TASKS:
-        try:
-            predictor = load_model(task)
-        except (CheckpointError, OSError, ValueError, RuntimeError) as err:
-            print(f"error: cannot load the {task!r} model: {err}", file=sys.stderr)
-            print("Check checkpoints/<task>/ (config.json, model.safetensors) or the Hub repo settings.",
-                  file=sys.stderr)
-            raise SystemExit(2) from None
-        print(f"* {predictor.description}", flush=True)
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=TITLE)
-    parser.add_argument("--share", action="store_true", default=os.environ.get("SHARE", "").lower() in ("1", "true", "yes"),
-                        help="ask Gradio for a temporary public share link (also SHARE=1)")
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", DEFAULT_HOST),
-                        help="interface to listen on (GRADIO_SERVER_NAME, default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", DEFAULT_PORT)),
-                        help="port (GRADIO_SERVER_PORT, default 7860)")
-    return parser.parse_args(argv)
-
-
-def tune_malloc(arenas: int = 2, trim_every_s: float = TRIM_INTERVAL_S) -> None:
-    """glibc gives each worker thread its own malloc arena; with concurrent Grad-CAM requests that
-    multiplies resident memory. Two arenas keep it flat (measured with benchmarks.load_test).
-    glibc also keeps memory a finished request freed; a daemon thread hands it back to the system
-    every few seconds (malloc_trim: ~80 MiB after a burst of requests, ~0.2 ms when idle)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, arenas)   # M_ARENA_MAX
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return   # not glibc: nothing to tune
-
-    def trim_forever() -> None:
-        while True:
-            time.sleep(trim_every_s)
-            trim(0)
-
-    threading.Thread(target=trim_forever, name="malloc-trim", daemon=True).start()
-
-
-def main(argv: list[str] | None = None) -> None:
-    tune_malloc()
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    preload_models()
-    demo = build_demo()
-    demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
-    if args.share:
-        print(PRIVACY_NOTE, flush=True)
-    rest.set_ready(False)   # health answers "starting" until the examples are cached
-    demo.launch(
-        server_name=args.host,
-        server_port=args.port,
-        share=args.share,
-        max_file_size=MAX_FILE_BYTES,
-        # REST routes on the same FastAPI app (Gradio passes app_kwargs to its FastAPI App).
-        app_kwargs={"routes": list(rest.router.routes)},
-        ssr_mode=False,
-        show_error=False,
-        prevent_thread_lock=True,
-    )
-    rest.set_ready(True)
-    print("* Ready. REST: /api/v1/health, /api/v1/car/predict, /api/v1/collectibles/predict", flush=True)
-    demo.block_thread()
-
-
 if __name__ == "__main__":
-    main()
+    serve.launch(build_demo)

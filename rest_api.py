@@ -1,20 +1,20 @@
-"""REST routes (seed formats), served by the same server as the Gradio app.
+"""REST routes (the earlier systems' formats), served by the same server as the Gradio app.
 
     POST /api/v1/car/predict              multipart field `image` -> rest_payload (cleanliness, damage, confidence)
     POST /api/v1/car/predict?format=mobile                         -> mobile_payload (car_condition ...)
     POST /api/v1/collectibles/predict     multipart field `image` -> label, confidence, probabilities
+    POST /api/v1/collectibles/predict?ocr=1                        -> the same plus `text` (lines read on the item)
     GET  /api/v1/health                                            -> {"status": "ok", "models": {task: description}}
 
-Every answer is JSON. Input the user can fix gets a 4xx `{"error": message}`: the image's own
-problems with `ImageError.status` (400/413/415), a missing field 422, a body that is not
-multipart 415. The upload is limited while it is being read (`MAX_FILE_BYTES` plus a little
-multipart overhead): a larger body is refused with 413 as soon as the limit is passed, or at once
-when its Content-Length says so, without buffering it. The model runs in a worker thread, at most
-`REST_CONCURRENCY` at a time, so the event loop stays free. Anything unexpected is logged with its
-traceback and answered with a generic 500.
+Every answer is JSON (shapes in `inference.payloads`; a photo that is not of the task's kind is not
+judged). Input the user can fix gets a 4xx `{"error": message}`: the image's own problems with
+`ImageError.status` (400/413/415), a missing field 422, a body that is not multipart 415. The upload
+is limited while it is being read (`MAX_FILE_BYTES` plus a little multipart overhead): a larger body
+is refused with 413 as soon as the limit is passed, or at once when its Content-Length says so,
+without buffering it. The model runs in a worker thread, at most `REST_CONCURRENCY` at a time, so the
+event loop stays free. Anything unexpected is logged with its traceback and answered with a generic 500.
 
-No gradio import: `router` can be mounted into any FastAPI app (the Gradio app does so via
-`launch(app_kwargs={"routes": router.routes})`).
+`router` can be mounted into any FastAPI app; `serve.launch` passes it to Gradio's.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from inference.images import MAX_FILE_BYTES, ImageError
+from inference.ocr import text_answer
 from inference.payloads import mobile_payload, rest_payload
 from inference.predictor import Prediction, load_model
 from inference.tasks import TASKS
@@ -129,12 +130,16 @@ async def read_image_field(request: Request) -> bytes:
         await form.close()   # spooled temporary files are removed here
 
 
-async def _run(request: Request, task: str, render: Callable[[Prediction], dict[str, Any]]) -> JSONResponse:
+async def _run(request: Request, task: str, render: Callable[[Prediction], dict[str, Any]],
+               read_text: bool = False) -> JSONResponse:
     try:
         data = await read_image_field(request)
         predictor = load_model(task)
         prediction = await anyio.to_thread.run_sync(predictor.predict, data, limiter=limiter())
-        return JSONResponse(render(prediction))
+        body = render(prediction)
+        if read_text:
+            body["text"] = await anyio.to_thread.run_sync(text_answer, data, limiter=limiter())
+        return JSONResponse(body)
     except BodyTooLarge as err:
         await _drain(request)
         return error_response(err.message, err.status)
@@ -158,12 +163,12 @@ def _renderer(fmt: str, mobile: bool) -> Callable[[Prediction], dict[str, Any]] 
     return None
 
 
-async def _predict(request: Request, task: str, fmt: str, mobile: bool) -> JSONResponse:
+async def _predict(request: Request, task: str, fmt: str, mobile: bool, read_text: bool = False) -> JSONResponse:
     render = _renderer(fmt, mobile)
     if render is None:
         await _drain(request)
         return error_response(f"Unknown format: use format=default{' or format=mobile' if mobile else ''}.", 400)
-    return await _run(request, task, render)
+    return await _run(request, task, render, read_text)
 
 
 @router.post("/car/predict", summary="Car cleanliness and damage (seed REST / mobile format)")
@@ -171,9 +176,10 @@ async def car_predict(request: Request, format: str = "default") -> JSONResponse
     return await _predict(request, "car", format, mobile=True)
 
 
-@router.post("/collectibles/predict", summary="Collectible category: label, confidence, probabilities")
-async def collectibles_predict(request: Request, format: str = "default") -> JSONResponse:
-    return await _predict(request, "collectibles", format, mobile=False)
+@router.post("/collectibles/predict", summary="Collectible category: label, confidence, probabilities "
+                                              "(ocr=1: and the text on the item)")
+async def collectibles_predict(request: Request, format: str = "default", ocr: bool = False) -> JSONResponse:
+    return await _predict(request, "collectibles", format, mobile=False, read_text=ocr)
 
 
 @router.get("/health", summary="Which checkpoint serves each task")

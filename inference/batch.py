@@ -15,19 +15,22 @@ import csv
 import io
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Iterator, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Sequence, Union
 
-from inference.images import MAX_FILE_BYTES, ImageError, load_image, sniff_format
+from PIL import Image
+
+from inference.images import IMAGE_EXTENSIONS, MAX_FILE_BYTES, ImageError, load_image, sniff_format
+from inference.ocr import text_answer
+from inference.payloads import best_guess_text
 from inference.predictor import BATCH_SIZE, Prediction, load_model
 from inference.tasks import TaskSpec, get_task
 
 MAX_FILES = int(os.environ.get("BATCH_MAX_FILES", 500))
 MAX_TOTAL_BYTES = int(os.environ.get("BATCH_MAX_TOTAL_BYTES", 512 * 1024 * 1024))
 MAX_NAME_CHARS = 200
-# Members with these extensions are decoded; anything else in an archive is reported, not read.
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"}
+THUMBNAIL_SIDE = 256
 
 Content = Union[bytes, bytearray, memoryview, str, os.PathLike]
 
@@ -125,34 +128,58 @@ def expand(items: Iterable[tuple[str, Content]]) -> list[_Item]:
 
 
 def columns(task: str | TaskSpec) -> list[str]:
+    """The CSV columns: a photo not judged (out of domain) has empty label columns and a `best_guess`;
+    a task that reads text has a `text` column (filled when asked to read it)."""
     spec = get_task(task) if isinstance(task, str) else task
     cols = ["file"]
     for head in spec.head_names:
         cols += [head, f"{head}_confidence"]
-    return cols + ["in_domain", "ood_score", "error"]
+    return cols + ["in_domain", "ood_score", "best_guess", *(["text"] if spec.reads_text else []), "error"]
 
 
 def _row(spec: TaskSpec, name: str, prediction: Prediction | None = None, error: str = "") -> dict[str, Any]:
     row: dict[str, Any] = {c: "" for c in columns(spec)}
     row["file"] = name
     if prediction is not None:
-        for head, p in prediction.heads.items():
-            row[head] = p.label
-            row[f"{head}_confidence"] = round(p.confidence, 4)
+        if prediction.in_domain:
+            for head, p in prediction.heads.items():
+                row[head] = p.label
+                row[f"{head}_confidence"] = round(p.confidence, 4)
         row["in_domain"] = prediction.in_domain
         row["ood_score"] = "" if prediction.ood_score is None else round(prediction.ood_score, 4)
+        row["best_guess"] = best_guess_text(prediction)
     row["error"] = error
     return row
 
 
-def predict_files(task: str, items: Sequence[tuple[str, Content]]) -> list[dict[str, Any]]:
-    """One row per file (archives expanded), in input order; unusable files carry an `error`."""
+@dataclass
+class BatchResult:
+    rows: list[dict[str, Any]]                   # one per file, in input order (the CSV)
+    thumbnails: dict[str, bytes] = field(default_factory=dict)   # file -> small JPEG, for a look on demand
+
+
+def _thumbnail(image: Image.Image) -> bytes:
+    small = image.copy()
+    small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    buffer = io.BytesIO()
+    small.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def predict_files(task: str, items: Sequence[tuple[str, Content]],
+                  on_progress: Callable[[int, int], None] | None = None, read_text: bool = False) -> BatchResult:
+    """One row per file (archives expanded), in input order; unusable files carry an `error`.
+
+    `on_progress(done, total)` is called after every chunk of photos. With `read_text` (tasks that read
+    text), the `text` column holds the text read on each photo (an OCR problem is noted there).
+    """
     spec = get_task(task)
+    read_text = read_text and spec.reads_text
     predictor = load_model(task)
     expanded = expand(items)
     if not expanded:
         raise BatchError("No files to process. Upload images or a ZIP archive of images.")
-    rows: list[dict[str, Any]] = []
+    result = BatchResult([])
     for start in range(0, len(expanded), BATCH_SIZE):
         chunk = expanded[start:start + BATCH_SIZE]
         slots: list[dict[str, Any] | None] = []
@@ -169,10 +196,16 @@ def predict_files(task: str, items: Sequence[tuple[str, Content]]) -> list[dict[
             positions.append(len(slots))
             slots.append(None)
         if images:
-            for pos, prediction in zip(positions, predictor.predict_batch(images)):
+            for pos, image, prediction in zip(positions, images, predictor.predict_batch(images)):
                 slots[pos] = _row(spec, chunk[pos].name, prediction)
-        rows.extend(slot for slot in slots if slot is not None)
-    return rows
+                if read_text:
+                    found = text_answer(image)
+                    slots[pos]["text"] = found["text"] or (f"({found['error']})" if "error" in found else "")
+                result.thumbnails[chunk[pos].name] = _thumbnail(image)
+        result.rows.extend(slot for slot in slots if slot is not None)
+        if on_progress is not None:
+            on_progress(start + len(chunk), len(expanded))
+    return result
 
 
 def _csv_safe(value: Any) -> Any:

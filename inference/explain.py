@@ -24,12 +24,13 @@ OVERLAY_MAX_SIDE = 512
 class AllHeads(nn.Module):
     """Every head's logits side by side, so each CAM target picks one head's class by its offset."""
 
-    def __init__(self, model: MultiHeadModel):
+    def __init__(self, model: MultiHeadModel, heads: list[str]):
         super().__init__()
-        self.model = model
+        self.model, self.head_names = model, heads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat(list(self.model(x).values()), dim=1)
+        logits = self.model(x)
+        return torch.cat([logits[h] for h in self.head_names], dim=1)
 
 
 class Explainer:
@@ -52,7 +53,7 @@ class Explainer:
     def cams(self, batch: torch.Tensor, targets: list[tuple[str, int]]) -> np.ndarray:
         """(N, H, W) heat maps in [0, 1] at the input resolution, one (head, class index) per image."""
         cam_targets = [ClassifierOutputTarget(self.offsets[head] + index) for head, index in targets]
-        with self.predictor.explain_lock, GradCAM(AllHeads(self.model), [self.target_layer]) as cam:
+        with self.predictor.explain_lock, GradCAM(AllHeads(self.model, list(self.offsets)), [self.target_layer]) as cam:
             return cam(input_tensor=batch, targets=cam_targets)
 
     def cam(self, batch: torch.Tensor, head: str, class_indices: list[int]) -> np.ndarray:

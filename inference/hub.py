@@ -21,7 +21,7 @@ from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, \
     RepositoryNotFoundError, RevisionNotFoundError
 
-from inference.model import CONFIG_NAME, ONNX_NAME, OOD_NAME, WEIGHTS_NAME
+from inference.model import CONFIG_NAME, HEADS_NAME, ONNX_NAME, WEIGHTS_NAME
 from inference.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ HUB_PREFIX = "hf-hub:"
 # Seconds the Hub gets to answer before the cache or the bundled copy serves instead.
 HUB_TIMEOUT = float(os.environ.get("HUB_TIMEOUT", "5"))
 REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME)
-OPTIONAL_FILES = (OOD_NAME, ONNX_NAME)
+OPTIONAL_FILES = (HEADS_NAME, ONNX_NAME)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from PIL import Image, ImageOps
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "MAX_FILE_BYTES",
     "MAX_PIXELS",
     "MIN_SIDE",
@@ -86,6 +87,8 @@ class ImageError(ValueError):
 # Sniffed image formats PIL may open (PIL format ids), restricted to what this PIL build has.
 Image.init()  # register plugins once at import, not lazily from concurrent calls
 _DECODABLE = {f: [f] for f in ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF") if f in Image.OPEN}
+# File-name extensions of those formats: which files in a folder or an archive are worth decoding.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".avif"})
 
 # Human descriptions used in messages ("it looks like ...").
 _DESCRIPTIONS = {

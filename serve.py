@@ -1,0 +1,161 @@
+"""Launch the Space: options, queue, memory tuning, temporary output files and the REST routes.
+
+`app.py` builds the Gradio Blocks and calls `launch(build_demo)`. Queue: every event goes through
+Gradio's queue with at most QUEUE_CONCURRENCY (default 2, one per CPU core) running at once per event
+and at most QUEUE_MAX_SIZE (default 64) waiting; beyond that new requests are refused at once ("queue
+full") instead of waiting for minutes. Uploads above 20 MB are refused by Gradio (max_file_size) and
+by the REST routes (`rest_api.py`), which are served by the same server.
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import gradio as gr
+
+import rest_api
+from scripts.fetch_examples import fetch as fetch_examples
+from inference import load_model
+from inference.images import MAX_FILE_BYTES
+from inference.model import CheckpointError
+from inference.tasks import TASKS, present_examples
+
+QUEUE_CONCURRENCY = int(os.environ.get("QUEUE_CONCURRENCY", 2))
+QUEUE_MAX_SIZE = int(os.environ.get("QUEUE_MAX_SIZE", 64))
+TRIM_INTERVAL_S = 2.0
+DEFAULT_PORT = 7860
+DEFAULT_HOST = "0.0.0.0"
+OUTPUT_MAX_AGE_S = 3600
+ROOT = Path(__file__).resolve().parent
+# Gradio's temporary copies of uploads and results: checked every 10 min, removed after 1 h.
+DELETE_CACHE = (600, OUTPUT_MAX_AGE_S)
+
+PRIVACY_NOTE = ("Privacy: anyone with the share link can use this app and upload photos; those photos "
+                "travel through the share relay to this machine and are processed here. Share the link "
+                "only with people you trust, and stop the app (Ctrl-C) to close it.")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Image understanding Space: collectibles and car condition")
+    parser.add_argument("--share", action="store_true",
+                        default=os.environ.get("SHARE", "").lower() in ("1", "true", "yes"),
+                        help="ask Gradio for a temporary public share link (also SHARE=1)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", DEFAULT_HOST),
+                        help="interface to listen on (GRADIO_SERVER_NAME, default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", DEFAULT_PORT)),
+                        help="port (GRADIO_SERVER_PORT, default 7860)")
+    return parser.parse_args(argv)
+
+
+def tune_malloc(arenas: int = 2, trim_every_s: float = TRIM_INTERVAL_S) -> None:
+    """glibc gives each worker thread its own malloc arena; with concurrent Grad-CAM requests that
+    multiplies resident memory. Two arenas keep it flat (measured with benchmarks.load_test).
+    glibc also keeps memory a finished request freed; a daemon thread hands it back to the system
+    every few seconds (malloc_trim: ~80 MiB after a burst of requests, ~0.2 ms when idle)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, arenas)   # M_ARENA_MAX
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return   # not glibc: nothing to tune
+
+    def trim_forever() -> None:
+        while True:
+            time.sleep(trim_every_s)
+            trim(0)
+
+    threading.Thread(target=trim_forever, name="malloc-trim", daemon=True).start()
+
+
+_output_dir: Path | None = None
+_output_lock = threading.Lock()
+
+
+def output_file(name: str, write: Callable[[Path], None]) -> str:
+    """A new file in this process's own temporary folder for Gradio to serve (uniquely named, so
+    concurrent requests never overwrite each other's); files older than an hour are pruned."""
+    global _output_dir
+    with _output_lock:
+        if _output_dir is None:
+            _output_dir = Path(tempfile.mkdtemp(prefix="space-outputs-"))
+            atexit.register(shutil.rmtree, _output_dir, ignore_errors=True)
+        now = time.time()
+        for old in _output_dir.iterdir():
+            if now - old.stat().st_mtime > OUTPUT_MAX_AGE_S:
+                shutil.rmtree(old, ignore_errors=True)
+        folder = _output_dir / uuid.uuid4().hex
+        folder.mkdir()
+    path = folder / name
+    write(path)
+    return str(path)
+
+
+def example_files(task: str) -> list[str]:
+    """Example images listed in examples/<task>/<manifest>.csv that are actually present."""
+    return [str(path) for path, _ in present_examples(task)]
+
+
+def examples_cache_folder(app_file: Path) -> Path:
+    """Cached example outputs keyed by the serving checkpoints, the app's code and the examples.
+
+    Gradio reuses an existing example cache as is; keying it means a new checkpoint (or a changed
+    handler) gets fresh outputs instead of stale ones.
+    """
+    key = hashlib.sha256()
+    key.update(Path(app_file).read_bytes())
+    for task in TASKS:
+        key.update(load_model(task).description.encode())
+        for path in example_files(task):
+            key.update(f"{path}:{os.path.getsize(path)}".encode())
+    base = ROOT / ".gradio" / "cached_examples"
+    folder = base / key.hexdigest()[:16]
+    if base.is_dir():   # other keys are stale; drop those unused for a day (another app may still use one)
+        for old in base.iterdir():
+            if old.is_dir() and old != folder and len(old.name) == 16 and time.time() - old.stat().st_mtime > 86400:
+                shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def preload_models() -> None:
+    """Load both models before serving, so the first request is fast and a bad checkpoint stops here."""
+    for task in TASKS:
+        try:
+            predictor = load_model(task)
+        except (CheckpointError, OSError, ValueError, RuntimeError) as err:
+            print(f"error: cannot load the {task!r} model: {err}", file=sys.stderr)
+            print("Check checkpoints/<task>/ (config.json, model.safetensors) or the Hub repo settings.",
+                  file=sys.stderr)
+            raise SystemExit(2) from None
+        print(f"* {predictor.description}", flush=True)
+
+
+def launch(build_demo: Callable[[], gr.Blocks], argv: list[str] | None = None) -> None:
+    tune_malloc()
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fetch_examples()   # a fresh Space has only the manifests; a set-up checkout has the photos already
+    preload_models()
+    demo = build_demo()
+    demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
+    if args.share:
+        print(PRIVACY_NOTE, flush=True)
+    rest_api.set_ready(False)   # health answers "starting" until the examples are cached
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_BYTES,
+                # REST routes on the same FastAPI app (Gradio passes app_kwargs to its FastAPI App).
+                app_kwargs={"routes": list(rest_api.router.routes)}, ssr_mode=False, show_error=False,
+                prevent_thread_lock=True)
+    rest_api.set_ready(True)
+    print("* Ready. REST: /api/v1/health, /api/v1/car/predict, /api/v1/collectibles/predict", flush=True)
+    demo.block_thread()
