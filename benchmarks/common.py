@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 from urllib.parse import urlparse
 
-from inference.tasks import EXAMPLES_DIR as EXAMPLES, present_examples
+from inference.tasks import EXAMPLES_DIR as EXAMPLES, TASKS, present_examples
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-TASK_NAMES = ("collectibles", "car")
+TASK_NAMES = tuple(TASKS)
+# The app's client-API endpoints per task: (plain, with Grad-CAM); see app.py.
+ENDPOINTS = {"collectibles": ("/classify_collectible", "/classify_collectible_explained"),
+             "car": ("/assess_car", "/assess_car_explained")}
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 

@@ -37,20 +37,19 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
-from benchmarks.common import RESULTS, ROOT, TASK_NAMES, AppProcess, check_loopback, fmt_num, markdown_table, \
+from benchmarks.common import ENDPOINTS, RESULTS, ROOT, TASK_NAMES, AppProcess, check_loopback, fmt_num, markdown_table, \
     pid_listening_on, require_examples, rss_mb, summarize, write_json
 
-sys.path.insert(0, str(ROOT / "tests"))
-import bad_inputs as bad_catalogue  # noqa: E402  (tests/bad_inputs.py: the shared catalogue of awkward uploads)
+from benchmarks import bad_inputs as bad_catalogue
+from inference.tasks import get_task
 
 DEFAULT_OUT = RESULTS / "load_test.json"
 PROB_TOLERANCE = 1e-4
-GRADIO_ENDPOINTS = {"collectibles": ("/classify_collectible", "/classify_collectible_explained"),
-                    "car": ("/assess_car", "/assess_car_explained")}
-HEADS = {"collectibles": ("category",), "car": ("cleanliness", "damage")}
 # Share of each request kind in the load mix.
-MIX = {("valid", "gradio", False): 0.30, ("valid", "gradio", True): 0.10, ("valid", "rest", False): 0.40,
-       ("bad", "gradio", False): 0.08, ("bad", "rest", False): 0.12}
+# (kind, channel, Grad-CAM) -> share of the requests; "rest-ocr" also reads the text (collectibles only).
+MIX = {("valid", "gradio", False): 0.30, ("valid", "gradio", True): 0.10, ("valid", "rest", False): 0.35,
+       ("valid", "rest-ocr", False): 0.05, ("bad", "gradio", False): 0.08, ("bad", "rest", False): 0.12}
+OCR_TASK = "collectibles"
 REQUEST_TIMEOUT_S = 120.0
 GRACE_S = 30.0
 SAMPLE_EVERY_S = 0.25
@@ -99,18 +98,20 @@ def _upload(workdir: Path, name: str, task: str | None, data: bytes, filename: s
 
 
 def normalize(task: str, payload: dict[str, Any], channel: str) -> dict[str, Any]:
-    """{head: {"label", "probabilities"}, "in_domain"} from a gradio_client or REST payload."""
-    heads = HEADS[task]
-    out: dict[str, Any] = {"in_domain": payload["in_domain"]}
-    if len(heads) == 1:
-        out[heads[0]] = {"label": payload["label"], "probabilities": payload["probabilities"]}
+    """{head: {"label", "probabilities"}, "in_domain"} from a gradio_client or REST payload (a photo
+    that was not judged: from its best guess)."""
+    heads = get_task(task).head_names
+    if not payload["in_domain"]:
+        best = payload["best_guess"]
+        answers = {heads[0]: best} if len(heads) == 1 else best
+    elif len(heads) == 1:
+        answers = {heads[0]: payload}
     elif channel == "rest":
-        for h in heads:
-            out[h] = {"label": payload[h], "probabilities": payload["probabilities"][h]}
+        answers = {h: {"label": payload[h], "probabilities": payload["probabilities"][h]} for h in heads}
     else:
-        for h in heads:
-            out[h] = {"label": payload[h]["label"], "probabilities": payload[h]["probabilities"]}
-    return out
+        answers = {h: payload[h] for h in heads}
+    return {"in_domain": payload["in_domain"],
+            **{h: {"label": answers[h]["label"], "probabilities": answers[h]["probabilities"]} for h in heads}}
 
 
 def compare(expected: dict[str, Any], got: dict[str, Any], tolerance: float = PROB_TOLERANCE) -> str | None:
@@ -147,15 +148,16 @@ class Request:
 
     @property
     def endpoint(self) -> str:
-        if self.channel == "rest":
-            return f"/api/v1/{self.task}/predict"
-        return GRADIO_ENDPOINTS[self.task][1 if self.gradcam else 0]
+        if self.channel.startswith("rest"):
+            return f"/api/v1/{self.task}/predict" + ("?ocr=1" if self.channel == "rest-ocr" else "")
+        return ENDPOINTS[self.task][1 if self.gradcam else 0]
 
     @property
     def group(self) -> str:
         if self.kind == "bad":
             return f"bad input ({self.channel})"
-        return "REST" if self.channel == "rest" else ("gradio + Grad-CAM" if self.gradcam else "gradio")
+        names = {"rest": "REST", "rest-ocr": "REST + OCR"}
+        return names.get(self.channel) or ("gradio + Grad-CAM" if self.gradcam else "gradio")
 
 
 @dataclass
@@ -190,7 +192,7 @@ class Door:
     def send(self, req: Request, timeout: float) -> tuple[str, dict[str, Any] | None, str]:
         """(status, normalized answer or None, detail). Never raises."""
         try:
-            if req.channel == "rest":
+            if req.channel.startswith("rest"):
                 return self._rest(req, timeout)
             return self._gradio(req, timeout)
         except Exception as err:   # transport errors, timeouts, anything unexpected
@@ -211,6 +213,8 @@ class Door:
             return "failed", None, f"bad input answered {r.status_code} {r.text[:200]!r} (expected {status}, {message!r})"
         if r.status_code != 200 or not isinstance(body, dict):
             return "failed", None, f"HTTP {r.status_code} {r.text[:200]!r}"
+        if req.channel == "rest-ocr" and not (isinstance(body.get("text"), dict) and "lines" in body["text"]):
+            return "failed", None, f"no text field in an OCR answer: {str(body)[:200]!r}"
         return "ok", normalize(req.task, body, "rest"), ""
 
     def _gradio(self, req: Request, timeout: float):
@@ -232,8 +236,8 @@ class Door:
         payload = result[0] if isinstance(result, (tuple, list)) else result
         if req.gradcam:
             overlays = result[1:]
-            if len(overlays) != len(HEADS[req.task]) or not all(overlays):
-                return "failed", None, f"expected {len(HEADS[req.task])} Grad-CAM overlay(s), got {overlays!r}"
+            if len(overlays) != len(get_task(req.task).heads) or not all(overlays):
+                return "failed", None, f"expected {len(get_task(req.task).heads)} Grad-CAM overlay(s), got {overlays!r}"
         return "ok", normalize(req.task, payload, "gradio"), ""
 
 
@@ -244,7 +248,7 @@ def build_schedule(valid: list[Upload], bad: list[Upload], n: int, seed: int) ->
     schedule = []
     for _ in range(n):
         kind, channel, gradcam = rng.choices(kinds, weights)[0]
-        task = rng.choice(TASK_NAMES)
+        task = OCR_TASK if channel == "rest-ocr" else rng.choice(TASK_NAMES)
         upload = rng.choice(by_task[task] if kind == "valid" else bad)
         schedule.append(Request(kind, channel, task, gradcam, upload))
     return schedule
@@ -323,7 +327,7 @@ def run_phase(schedule: list[Request], doors: list[Door], baseline: dict[tuple[s
             status, answer, detail = door.send(req, timeout)
             seconds = time.perf_counter() - t0
             if status == "ok":
-                expected = baseline.get(("rest" if req.channel == "rest" else "gradio", req.upload.name))
+                expected = baseline.get(("rest" if req.channel.startswith("rest") else "gradio", req.upload.name))
                 if expected is None:
                     status, detail = "failed", "no baseline answer for this input"
                 elif (why := compare(expected, answer)):

@@ -1,25 +1,23 @@
 """Speed benchmark, measured in one run on this machine: model-only latency and throughput (torch
 eager, onnxruntime, timm efficientnet_b4 as the earlier system's backbone), end-to-end latency
-through the running app (gradio_client with and without Grad-CAM, REST), cold start, resident
-memory, and training time per epoch in the default fast mode.
+through the running app (gradio_client with and without Grad-CAM, REST), cold start and resident
+memory. (A training run's own time, caching included, is measured by the run and stored in its
+metrics.json and model card.)
 
     python -m benchmarks.run [--quick] [--out benchmarks/results/latest.json]
 
-Prints markdown tables (the README includes them verbatim) and writes everything to JSON, with
-the targets of issue 5 marked PASS/FAIL. A figure-producing command, not a test: run it on an
-otherwise idle machine. `--quick` uses fewer repetitions (rough figures, ~1.5 minutes).
+Prints markdown tables (docs/benchmarks.md keeps them) and writes everything to JSON, with the
+targets marked PASS/FAIL. A figure-producing command, not a test: run it on an otherwise idle
+machine. `--quick` uses fewer repetitions (rough figures, ~1.5 minutes).
 
 Model-only timings use the predictor's own torch model and onnxruntime session on preprocessed
 real example photos. When the checkpoint has no model.onnx, one is exported to a temporary
 folder for this run (the app then serves torch, which the table says). efficientnet_b4 has
-random weights (timing only). Training time per epoch is measured by running
-`training.engine.run_epoch` over random float16 activations of the shape fast mode caches;
-the full fast-mode run is extrapolated from it and from the measured per-image caching cost.
+random weights (timing only).
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import json
 import os
@@ -33,16 +31,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks.common import RESULTS, ROOT, TASK_NAMES, AppProcess, fmt_num, fmt_ratio, markdown_table, \
-    pass_fail, ratio, require_examples, summarize, write_json
+from inference.tasks import get_task
+
+from benchmarks.common import ENDPOINTS, RESULTS, ROOT, TASK_NAMES, AppProcess, fmt_num, fmt_ratio, \
+    markdown_table, pass_fail, ratio, require_examples, summarize, write_json
 
 DEFAULT_OUT = RESULTS / "latest.json"
-DEFAULT_DATA = ROOT.parent / "shared" / "data"
 B4_NAME = "efficientnet_b4"
 
-# Issue 5 targets.
 TARGET_ONNX_SPEEDUP = 2.0
-TARGET_VS_B4 = 6.0
+TARGET_VS_B4 = 4.0
 TARGET_E2E_MS = 60.0
 TARGET_E2E_CAM_MS = 250.0
 TARGET_COLD_START_S = 10.0
@@ -66,8 +64,6 @@ class Settings:
         self.e2e_warmup = 2 if quick else 3
         self.e2e_calls = 8 if quick else 30
         self.cold_runs = 1 if quick else 2
-        self.cache_images = 16 if quick else 64
-        self.train_subset = 384 if quick else None    # None: the whole epoch
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,19 +101,19 @@ def onnx_predictor(task: str, torch_source, workdir: Path):
     """An onnxruntime Predictor for the same checkpoint: its own model.onnx, else one exported into
     `workdir` once per run (later sections reuse it)."""
     from inference.hub import CheckpointSource
-    from inference.model import CONFIG_NAME, ONNX_NAME, OOD_NAME, WEIGHTS_NAME
+    from inference.model import CONFIG_NAME, HEADS_NAME, ONNX_NAME, WEIGHTS_NAME
     from inference.predictor import Predictor
 
     if (torch_source.folder / ONNX_NAME).is_file():
         return Predictor(torch_source, "onnx"), f"{torch_source.folder / ONNX_NAME} (shipped with the checkpoint)"
-    from inference.export_onnx import export_onnx
+    from training.export_onnx import export_onnx
 
     folder = workdir / task
     source = CheckpointSource(folder=folder, origin="local", name=str(folder), revision=torch_source.revision)
     if (folder / ONNX_NAME).is_file():
         return Predictor(source, "onnx"), f"exported earlier in this run from {torch_source.name}"
     folder.mkdir(parents=True)
-    for name in (CONFIG_NAME, WEIGHTS_NAME, OOD_NAME):
+    for name in (CONFIG_NAME, WEIGHTS_NAME, HEADS_NAME):
         if (torch_source.folder / name).is_file():
             shutil.copy2(torch_source.folder / name, folder / name)
     t0 = time.perf_counter()
@@ -246,10 +242,6 @@ def bench_interleaved(examples: dict[str, list[Path]], s: Settings, workdir: Pat
 # End to end: the running app
 # --------------------------------------------------------------------------------------------
 
-ENDPOINTS = {"collectibles": ("/classify_collectible", "/classify_collectible_explained"),
-             "car": ("/assess_car", "/assess_car_explained")}
-
-
 def bench_app(examples: dict[str, list[Path]], s: Settings) -> dict[str, Any]:
     import httpx
     from gradio_client import Client, handle_file
@@ -365,159 +357,6 @@ def bench_cold_start(examples: dict[str, list[Path]], s: Settings) -> dict[str, 
 
 
 # --------------------------------------------------------------------------------------------
-# Training: fast mode
-# --------------------------------------------------------------------------------------------
-
-def training_defaults():
-    from training.train import parse_args
-
-    return parse_args(["--task", "collectibles", "--data", "unused"])
-
-
-def collectible_samples(data_dir: Path, n: int) -> tuple[list, str, int | None]:
-    """Up to n real collectibles photos spread over the training data (else the example photos),
-    where they come from, and how many photos the training data has (None if not found)."""
-    from training.data import Sample
-
-    manifest = data_dir / "collectibles" / "MANIFEST.csv"
-    rows: list[dict[str, str]] = []
-    base = data_dir / "collectibles"
-    n_data = None
-    if manifest.is_file():
-        with manifest.open(newline="") as f:
-            rows = [r for r in csv.DictReader(f) if (base / r["image"]).is_file()]
-        origin, n_data = str(manifest), len(rows) or None
-    if not rows:
-        base = ROOT / "examples" / "collectibles"
-        with (base / "MANIFEST.csv").open(newline="") as f:
-            rows = [r for r in csv.DictReader(f) if (base / r["image"]).is_file()]
-        origin = f"{base} (training data not found)"
-    step = max(1, len(rows) // n)
-    picked = (rows[::step] * n)[:n] if rows else []
-    samples = [Sample(base / r["image"], {"category": r.get("label") or r.get("category")}, r.get("source", "")) for r in picked]
-    return samples, origin, n_data
-
-
-def bench_training(s: Settings, data_dir: Path) -> dict[str, Any]:
-    import numpy as np
-    import torch
-    from inference.model import ModelConfig, create_eval_transform, create_model
-    from inference.predictor import NUM_THREADS
-    from inference.tasks import get_task
-    from training.augment import PhotoRealism, RealismConfig
-    from training.engine import CPU_MEMORY_FORMAT, ImageViews, MixedViews, create_train_transform, run_epoch, \
-        trainable_parameters
-
-    torch.set_num_threads(NUM_THREADS)
-    args = training_defaults()
-    spec = get_task("collectibles")
-    k = args.frozen_blocks
-    config = ModelConfig.for_task(spec, args.arch, args.image_size)
-    torch.manual_seed(0)
-    # Weights do not change the timing; the memory format train.py sets does.
-    model = create_model(config, pretrained=False).to(memory_format=CPU_MEMORY_FORMAT)
-
-    samples, origin, n_photos = collectible_samples(data_dir, s.cache_images)
-    n_photos = n_photos or 3535
-    n_val = round(n_photos * args.val_fraction)
-    n_train = n_photos - n_val
-
-    # Caching stage: decode + augment (ImageViews) and the frozen front, per image. Of the
-    # `views` cached training views, `plain_views` skip the photo-realism step (when train.py has
-    # that option; older versions apply it to every view).
-    print(f"[training] caching cost over {len(samples)} real photos", flush=True)
-    realism = PhotoRealism(RealismConfig.preset(args.realism, spec.name)) if args.realism != "none" else None
-    plain_views = min(args.views, getattr(args, "plain_views", 0)) if realism is not None else args.views
-    train_tf, eval_tf = create_train_transform(config.data_config, spec.name), create_eval_transform(config.data_config)
-    half = max(1, len(samples) // 2)
-    kinds = {"train_view_realism": (ImageViews(samples, train_tf, spec.name, 0, realism), len(samples)),
-             "train_view_plain": (ImageViews(samples, train_tf, spec.name, 0), half),
-             "val_view": (ImageViews(samples, eval_tf, spec.name, 0), half),
-             "photo_like_val_view": (ImageViews(samples, eval_tf, spec.name, 1, photo_like=True), half)}
-    per_image: dict[str, float] = {}
-    tensors = []
-    for name, (views, count) in kinds.items():
-        t0 = time.perf_counter()
-        items = [views[i] for i in range(count)]
-        per_image[name] = (time.perf_counter() - t0) / count
-        if name == "train_view_realism":
-            tensors = items
-    batch = torch.stack(tensors).contiguous(memory_format=CPU_MEMORY_FORMAT)
-    model.eval()
-    with torch.inference_mode():
-        model.forward_front(batch[:4], k)   # warm-up
-        t0 = time.perf_counter()
-        for start in range(0, len(batch), 32):
-            act = model.forward_front(batch[start:start + 32], k)
-        per_image["forward_front"] = (time.perf_counter() - t0) / len(batch)
-    act_shape = tuple(act.shape[1:])
-
-    # One epoch of run_epoch: train pass over the train split, two eval passes over the val split.
-    n_time_train = min(n_train, s.train_subset or n_train)
-    n_time_val = min(n_val, s.train_subset or n_val)
-    print(f"[training] run_epoch on random float16 activations {act_shape}: train {n_time_train}, "
-          f"val 2 x {n_time_val}", flush=True)
-    rng = np.random.default_rng(0)
-    acts = rng.standard_normal((max(n_time_train, n_time_val), *act_shape), dtype=np.float32).astype(np.float16)
-    def targets(n: int) -> dict:
-        return {h: torch.from_numpy(rng.integers(0, len(labels), n)) for h, labels in spec.heads.items()}
-
-    groups = trainable_parameters(model, k)
-    for g in groups:
-        g["lr"] = args.lr * g["lr_scale"]
-    optimizer = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
-    # As train.py feeds it: one of the cached views of each photo per batch (MixedViews). The same
-    # array stands in for every view: the gather costs the same.
-    train_acts = MixedViews([acts[:n_time_train]] * args.views, 1)
-    t0 = time.perf_counter()
-    run_epoch(model, k, train_acts, targets(n_time_train), spec.loss_weights, None, optimizer, None,
-              args.batch_size, seed=1, label_smoothing=args.label_smoothing)
-    train_pass = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(2):
-        run_epoch(model, k, acts[:n_time_val], targets(n_time_val), spec.loss_weights)
-    val_passes = time.perf_counter() - t0
-    scale_train, scale_val = n_train / n_time_train, n_val / n_time_val
-    epoch_s = train_pass * scale_train + val_passes * scale_val
-
-    front = per_image["forward_front"]
-    cache_s = (n_train * plain_views * (per_image["train_view_plain"] + front)
-               + n_train * (args.views - plain_views) * (per_image["train_view_realism"] + front)
-               + n_val * (per_image["val_view"] + front) + n_val * (per_image["photo_like_val_view"] + front))
-    result = {
-        "task": "collectibles", "defaults": {k_: getattr(args, k_) for k_ in
-                                             ("arch", "image_size", "epochs", "patience", "batch_size", "views",
-                                              "frozen_blocks", "realism", "val_fraction", "workers")},
-        "plain_views": plain_views, "train_batches_mix_views": True,
-        "n_train": n_train, "n_val": n_val, "photos_from": origin, "activation_shape": list(act_shape),
-        "measured": {"train_pass_s": round(train_pass, 2), "train_pass_images": n_time_train,
-                     "val_passes_s": round(val_passes, 2), "val_pass_images": n_time_val,
-                     "per_image_ms": {k_: round(v * 1000, 1) for k_, v in per_image.items()},
-                     "caching_photos": len(samples)},
-        "epoch_s": round(epoch_s, 1),
-        "epoch_note": ("measured on the full split" if scale_train == 1 else
-                       f"measured on {n_time_train} train / {n_time_val} val activations, scaled linearly"),
-        "extrapolated": {
-            "cache_s": round(cache_s, 0),
-            "train_s_all_epochs": round(epoch_s * args.epochs, 0),
-            "total_s_upper_bound": round(cache_s + epoch_s * args.epochs, 0),
-            "note": (f"extrapolated: caching {args.views} augmented views of {n_train} train photos + 2 x {n_val} "
-                     f"val views ({plain_views} of the {args.views} train views without photo-realism) at the measured per-image cost (decode/augment and frozen front summed; training "
-                     f"overlaps them with {args.workers} loader worker), plus {args.epochs} epochs (early stopping "
-                     f"can end sooner); calibration, OOD fit, ONNX export and diagnostics not included")},
-    }
-    metrics = ROOT / "runs" / "collectibles" / "metrics.json"
-    if metrics.is_file():
-        try:
-            recorded = json.loads(metrics.read_text()).get("training", {})
-            result["recorded_by_training_run"] = {k_: recorded.get(k_) for k_ in
-                                                  ("seconds_per_epoch", "cache_seconds", "seconds", "epochs_run")}
-        except (OSError, ValueError):
-            pass
-    return result
-
-
-# --------------------------------------------------------------------------------------------
 # Machine, targets, tables
 # --------------------------------------------------------------------------------------------
 
@@ -587,7 +426,7 @@ def p50_p95(stats: dict[str, Any] | None) -> str:
 def render_tables(r: dict[str, Any]) -> str:
     m, b4 = r["models"], r["reference"][B4_NAME]
     tasks = list(TASK_NAMES)
-    titles = {"collectibles": "Collectibles", "car": "Car condition"}
+    titles = {t: get_task(t).title for t in tasks}
     rows = []
     rows.append(["Model, batch 1, torch eager: p50 / p95 ms", *[p50_p95(m[t]["torch"]["batch1_ms"]) for t in tasks]])
     rows.append(["Model, batch 1, onnxruntime: p50 / p95 ms", *[p50_p95(m[t]["onnx"]["batch1_ms"]) for t in tasks]])
@@ -640,17 +479,9 @@ def render_tables(r: dict[str, Any]) -> str:
         rows.append([f"App resident memory (RSS, incl. children): both models loaded / right after the calls / "
                      f"{RSS_SETTLE_S:.0f} s later", f"{fmt_num(a['rss_mb_ready'], 0)} / {fmt_num(a['rss_mb_after_calls'], 0)}"
                      f" / {fmt_num(a.get('rss_mb_settled'), 0)} MiB"])
-    if "training" in r:
-        tr = r["training"]
-        ex = tr["extrapolated"]
-        rows.append([f"Training, fast mode, one epoch ({tr['n_train']} train + 2 x {tr['n_val']} val cached "
-                     f"activations, collectibles)", f"{fmt_num(tr['epoch_s'], 1)} s"])
-        rows.append([f"Training, fast mode, full default run ({tr['defaults']['views']} views, "
-                     f"{tr['defaults']['epochs']} epochs), extrapolated", f"≈ {fmt_num(ex['total_s_upper_bound'] / 60, 0)} min "
-                     f"(caching ≈ {fmt_num(ex['cache_s'] / 60, 0)} min)"])
     overall = markdown_table(["Measure", "Value"], rows)
 
-    targets = markdown_table(["Target (issue 5)", "Measured", "Result"],
+    targets = markdown_table(["Target", "Measured", "Result"],
                              [[f"{t['target']} {t['rule']} {fmt_num(t['threshold'], 1)} {t['unit']}",
                                f"{fmt_num(t['value'], 2)} {t['unit']}", pass_fail(t["pass"])] for t in r["targets"]],
                              align=["l", "r", "l"])
@@ -669,10 +500,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="few repetitions (rough figures, ~1.5 min)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT.relative_to(ROOT)})")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                   help="training data root with collectibles/ (for the caching cost; default ../shared/data)")
     p.add_argument("--skip-app", action="store_true", help="no end-to-end / app memory measurements")
-    p.add_argument("--skip-training", action="store_true", help="no training-time measurement")
     p.add_argument("--b4-onnx", choices=("auto", "yes", "no"), default="auto",
                    help=f"also time {B4_NAME} in onnxruntime (auto: full runs only)")
     return p.parse_args(argv)
@@ -681,8 +509,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Before huggingface_hub / tqdm are first imported (all heavy imports are inside functions):
-    # no Hub probe (the bundled or cached checkpoints serve, as in the tests; no internet here),
-    # no progress bars from training.engine.
+    # no Hub probe (the bundled or cached checkpoints serve, as in the tests; no internet here).
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
     s = Settings(args.quick)
@@ -715,8 +542,6 @@ def main(argv: list[str] | None = None) -> int:
         section("interleaved", lambda: bench_interleaved(examples, s, workdir))
         if not args.skip_app:
             section("app", lambda: bench_app(examples, s))
-        if not args.skip_training:
-            section("training", lambda: bench_training(s, args.data))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -727,8 +552,6 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(results["markdown"])
     print()
-    if "training" in results:
-        print(f"Training: {results['training']['epoch_note']}; {results['training']['extrapolated']['note']}.")
     print(f"Wrote {args.out} in {results['seconds']:.0f} s.")
     return 0
 

@@ -18,10 +18,13 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from bad_inputs import REJECTIONS, bad_inputs, odd_inputs, oversize_bytes
+from benchmarks.bad_inputs import REJECTIONS, bad_inputs, odd_inputs, oversize_bytes
+from inference.batch import columns, predict_files, rows_to_csv
+from inference.batch_report import SUMMARY_COLUMNS, label_chart, summarize, summary_rows
 from inference.images import MAX_FILE_BYTES
 from inference.predictor import HeadPrediction, Prediction
 from inference.tasks import SAFETY_LEVELS, get_task
+from support import generated_photos, require
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CAR, COLLECTIBLES = get_task("car"), get_task("collectibles")
@@ -63,25 +66,31 @@ def check_head(head: dict, labels: tuple[str, ...]) -> None:
 
 
 def check_domain(payload: dict, task) -> None:
+    """in_domain and ood_score always; a photo not judged has null labels and its labels only as a best guess."""
     assert isinstance(payload["in_domain"], bool)
     assert payload["ood_score"] is None or isinstance(payload["ood_score"], float)
     if payload["in_domain"]:
-        assert "message" not in payload
+        assert "message" not in payload and "best_guess" not in payload
     else:
         assert payload["message"] == task.ood_message
 
 
 def check_collectible(payload: dict) -> None:
     assert {"label", "confidence", "probabilities", "in_domain", "ood_score"} <= set(payload)
-    check_head({k: payload[k] for k in ("label", "confidence", "probabilities")}, COLLECTIBLES.heads["category"])
     check_domain(payload, COLLECTIBLES)
+    answer = payload if payload["in_domain"] else payload["best_guess"]
+    check_head({k: answer[k] for k in ("label", "confidence", "probabilities")}, COLLECTIBLES.heads["category"])
+    if not payload["in_domain"]:
+        assert payload["label"] is payload["confidence"] is payload["probabilities"] is None
 
 
 def check_car(payload: dict) -> None:
     assert {"cleanliness", "damage", "in_domain", "ood_score"} <= set(payload)
-    for head, labels in CAR.heads.items():
-        check_head(payload[head], labels)
     check_domain(payload, CAR)
+    for head, labels in CAR.heads.items():
+        check_head(payload[head] if payload["in_domain"] else payload["best_guess"][head], labels)
+        if not payload["in_domain"]:
+            assert payload[head] is None
 
 
 def check_overlay(path: str) -> None:
@@ -168,13 +177,16 @@ def test_client_oversize_upload_is_refused(client, tmp_path):
 
 def check_rest_car(body: dict) -> None:
     """The seed REST format: labels at the top, confidences per head, plus probabilities and in_domain."""
-    assert body["cleanliness"] in CAR.heads["cleanliness"]
-    assert body["damage"] in CAR.heads["damage"]
+    check_domain(body, CAR)
+    if not body["in_domain"]:
+        assert body["cleanliness"] is body["damage"] is body["confidence"] is body["probabilities"] is None
+        for head in CAR.heads:
+            check_head(body["best_guess"][head], CAR.heads[head])
+        return
     assert set(body["confidence"]) == {"cleanliness", "damage"}
     for head in CAR.heads:
         check_head({"label": body[head], "confidence": body["confidence"][head],
                     "probabilities": body["probabilities"][head]}, CAR.heads[head])
-    check_domain(body, CAR)
 
 
 def test_rest_car_default_format(app_url, car_image):
@@ -187,6 +199,7 @@ def test_rest_car_default_format(app_url, car_image):
 def test_rest_car_mobile_format(app_url, car_image):
     r = rest_post(app_url, "car", car_image.read_bytes(), car_image.name, params={"format": "mobile"})
     assert r.status_code == 200, r.text
+    assert r.json()["in_domain"], "a car example photo must be judged"
     condition = r.json()["car_condition"]
     clean, damage = condition["cleanliness"], condition["damage"]
     assert clean["status"] in CAR.heads["cleanliness"]
@@ -201,6 +214,37 @@ def test_rest_collectibles(app_url, collectible_image):
     r = rest_post(app_url, "collectibles", collectible_image.read_bytes(), collectible_image.name)
     assert r.status_code == 200, r.text
     check_collectible(r.json())
+    assert "text" not in r.json()
+
+
+def check_text(answer: dict) -> None:
+    assert set(answer) == {"lines", "text"}, answer
+    for line in answer["lines"]:
+        assert set(line) == {"text", "confidence", "box"} and line["text"] and 0 < line["confidence"] <= 1
+        assert len(line["box"]) == 4
+    assert answer["text"] == " / ".join(line["text"] for line in answer["lines"])
+
+
+def test_the_text_on_a_collectible_through_rest_client_and_batch(app_url, client, example_images):
+    cover = next(p for p, _ in example_images["collectibles"] if p.name == "books_1.jpg")
+    body = rest_post(app_url, "collectibles", cover.read_bytes(), cover.name, params={"ocr": "1"}).json()
+    check_collectible(body)
+    check_text(body["text"])
+    assert "ROAD" in body["text"]["text"].upper()
+    payload = client.predict(handle_file(str(cover)), True, api_name="/classify_collectible")
+    assert payload["text"] == body["text"] and payload["label"] == body["label"]
+    assert "text" not in client.predict(handle_file(str(cover)), api_name="/classify_collectible")
+    rows = predict_files("collectibles", [(cover.name, cover.read_bytes()),
+                                          ("blank.png", blank_png())], read_text=True).rows
+    assert "ROAD" in rows[0]["text"].upper() and rows[1]["text"] == ""
+    assert "text" in columns("collectibles") and "text" not in columns("car")
+    assert predict_files("collectibles", [(cover.name, cover.read_bytes())]).rows[0]["text"] == ""
+
+
+def blank_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (320, 240), (250, 250, 250)).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("task", ["car", "collectibles"])
@@ -265,6 +309,68 @@ def test_rest_oversize_upload_is_413(app_url):
 
 
 # --------------------------------------------------------------------------------------------
+# Photos of the wrong kind are not judged, through every door
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def wrong_kind(example_images, tmp_path_factory) -> dict[str, list[Path]]:
+    """task -> photos that are not of its kind: the other task's example photos and a generated landscape."""
+    landscape = tmp_path_factory.mktemp("ood") / "landscape.png"
+    generated_photos()[6].save(landscape)
+    return {"car": [example_images["collectibles"][0][0], landscape],
+            "collectibles": [example_images["car"][0][0], landscape]}
+
+
+def best_guess_of(payload: dict, task) -> dict:
+    best = payload["best_guess"]
+    return {h: best[h] for h in task.heads} if len(task.heads) > 1 else {task.head_names[0]: best}
+
+
+def test_rest_does_not_judge_a_photo_of_the_wrong_kind(app_url, wrong_kind):
+    for path in wrong_kind["car"]:
+        body = rest_post(app_url, "car", path.read_bytes(), path.name).json()
+        assert set(body) == {"cleanliness", "damage", "confidence", "probabilities", "in_domain", "ood_score",
+                             "message", "best_guess"}, path.name
+        assert (body["in_domain"], body["message"]) == (False, CAR.ood_message)
+        check_rest_car(body)
+        mobile = rest_post(app_url, "car", path.read_bytes(), path.name, params={"format": "mobile"}).json()
+        not_judged = {"status": "not_judged", "confidence": None, "display_message": CAR.ood_message}
+        assert mobile["car_condition"] == {"cleanliness": not_judged, "damage": {**not_judged, "safety_level": None}}
+        assert mobile["best_guess"] == body["best_guess"] and mobile["in_domain"] is False
+        assert not any(m in str(mobile) for messages in CAR.messages.values() for m in messages.values())
+    for path in wrong_kind["collectibles"]:
+        body = rest_post(app_url, "collectibles", path.read_bytes(), path.name).json()
+        assert set(body) == {"label", "confidence", "probabilities", "in_domain", "ood_score", "message", "best_guess"}
+        assert body["label"] is body["confidence"] is body["probabilities"] is None
+        assert (body["in_domain"], body["message"]) == (False, COLLECTIBLES.ood_message)
+        check_head(body["best_guess"], COLLECTIBLES.heads["category"])
+
+
+def test_client_api_does_not_judge_a_photo_of_the_wrong_kind(client, app_url, wrong_kind):
+    for task, endpoint, check in ((CAR, "/assess_car", check_car), (COLLECTIBLES, "/classify_collectible",
+                                                                     check_collectible)):
+        for path in wrong_kind[task.name]:
+            payload = client.predict(handle_file(str(path)), api_name=endpoint)
+            assert payload["in_domain"] is False and payload["message"] == task.ood_message, path.name
+            check(payload)
+            rest = rest_post(app_url, task.name, path.read_bytes(), path.name).json()
+            assert best_guess_of(payload, task) == best_guess_of(rest, task)
+
+
+def test_batch_does_not_judge_a_photo_of_the_wrong_kind(wrong_kind):
+    for task in (CAR, COLLECTIBLES):
+        rows = predict_files(task.name, [(p.name, p.read_bytes()) for p in wrong_kind[task.name]]).rows
+        for row in rows:
+            assert row["in_domain"] is False and row["error"] == "", row
+            assert all(row[h] == "" and row[f"{h}_confidence"] == "" for h in task.heads), row
+            assert all(f"{h} " in row["best_guess"] for h in task.heads), row
+        report = summarize(task.name, rows)
+        assert report["n_not_judged"] == len(rows) and report["n_judged"] == 0
+        assert all(not a["photos"] for a in report["actions"].values())
+        assert [r["file"] for r in report["review"]] == [p.name for p in wrong_kind[task.name]]
+
+
+# --------------------------------------------------------------------------------------------
 # Batch
 # --------------------------------------------------------------------------------------------
 
@@ -279,24 +385,53 @@ def make_zip(paths: list[Path]) -> bytes:
 
 
 def test_batch_module_zip_rows_and_csv(example_images):
-    from inference.batch import columns, predict_files, rows_to_csv
-
     paths = [p for p, _ in example_images["car"][:3]]
-    rows = predict_files("car", [("fleet.zip", make_zip(paths))])
-    assert len(rows) == 4
+    progress = []
+    result = predict_files("car", [("fleet.zip", make_zip(paths))], on_progress=lambda done, total: progress.append(
+        (done, total)))
+    rows = result.rows
+    assert len(rows) == 4 and progress[-1] == (4, 4)
     good = [r for r in rows if not r["error"]]
     bad = [r for r in rows if r["error"]]
     assert [r["file"] for r in good] == [f"fleet.zip/photos/{p.name}" for p in paths]
-    for r in good:
+    for r in good:   # car example photos are judged
+        assert r["in_domain"] is True and r["best_guess"] == ""
         assert r["cleanliness"] in CAR.heads["cleanliness"] and r["damage"] in CAR.heads["damage"]
         assert 0.0 < r["cleanliness_confidence"] <= 1.0
+    assert set(result.thumbnails) == {r["file"] for r in good}
+    assert all(max(Image.open(io.BytesIO(b)).size) <= 256 for b in result.thumbnails.values())
     assert len(bad) == 1 and bad[0]["file"].endswith("notes.txt") and bad[0]["cleanliness"] == ""
     parsed = list(csv.DictReader(io.StringIO(rows_to_csv(rows, columns("car")))))
     assert len(parsed) == 4 and list(parsed[0]) == columns("car")
     # A bad loose file is a row too, and spreadsheet formulas in names are neutralised.
-    rows = predict_files("car", [("=cmd.jpg", BAD["text_as_jpg"][0]), ("ok.jpg", paths[0].read_bytes())])
+    rows = predict_files("car", [("=cmd.jpg", BAD["text_as_jpg"][0]), ("ok.jpg", paths[0].read_bytes())]).rows
     assert rows[0]["error"].startswith("The file is not an image") and rows[1]["error"] == ""
     assert "'=cmd.jpg" in rows_to_csv(rows)
+
+
+def test_batch_report_counts_lists_and_chart(example_images):
+    paths = [p for p, _ in example_images["car"]]
+    items = [(p.name, p.read_bytes()) for p in paths] + [(example_images["collectibles"][0][0].name,
+                                                          example_images["collectibles"][0][0].read_bytes()),
+                                                         ("broken.jpg", BAD["truncated_jpeg"][0])]
+    rows = predict_files("car", items).rows
+    report = summarize("car", rows)
+    assert report["n_files"] == len(items) == report["n_judged"] + report["n_not_judged"] + report["n_unreadable"]
+    assert report["n_unreadable"] == 1 and report["n_not_judged"] >= 1
+    judged = [r for r in rows if r["in_domain"] is True and not r["error"]]
+    for head, labels in CAR.heads.items():
+        counts = report["labels"][head]
+        assert sum(c["count"] for c in counts.values()) == report["n_judged"] == len(judged)
+        assert all(counts[label]["count"] == sum(r[head] == label for r in judged) for label in labels)
+    wash = report["actions"]["needs_a_wash"]["photos"]
+    assert {p["file"] for p in wash} == {r["file"] for r in judged if r["cleanliness"] in ("slightly_dirty", "very_dirty")}
+    damage = report["actions"]["check_for_damage"]["photos"]
+    assert {p["file"] for p in damage} == {r["file"] for r in judged if r["damage"] == "damaged"}
+    assert [p["confidence"] for p in damage] == sorted((p["confidence"] for p in damage), reverse=True)
+    chart = label_chart(report)
+    assert chart.mode == "RGB" and chart.size[0] > 600
+    csv_rows = list(csv.DictReader(io.StringIO(rows_to_csv(summary_rows(report), SUMMARY_COLUMNS))))
+    assert {"photos", "labels:cleanliness", "labels:damage", "action:check_for_damage"} <= {r["section"] for r in csv_rows}
 
 
 def test_batch_endpoint(client, example_images, tmp_path):
@@ -305,16 +440,23 @@ def test_batch_endpoint(client, example_images, tmp_path):
     archive.write_bytes(make_zip(paths))
     loose = tmp_path / "coin.jpg"
     shutil.copy(paths[0], loose)
-    table, csv_path = client.predict("collectibles", [handle_file(str(archive)), handle_file(str(loose))],
-                                     api_name="/batch_predict")
+    table, csv_path, report, report_csv, chart, actions = client.predict(
+        "collectibles", [handle_file(str(archive)), handle_file(str(loose))], api_name="/batch_predict")
     headers, data = table["headers"], table["data"]
-    assert headers[:3] == ["file", "category", "category_confidence"] and headers[-1] == "error"
+    assert headers == columns("collectibles")
     assert len(data) == 5
     errors = [row for row in data if row[-1]]
     assert len(errors) == 1 and errors[0][0].endswith("notes.txt")
-    assert all(row[1] in COLLECTIBLES.heads["category"] for row in data if not row[-1])
+    assert all(row[1] in COLLECTIBLES.heads["category"] for row in data if not row[-1] and row[3] is True)
     with open(csv_path, newline="") as f:
         assert len(list(csv.DictReader(f))) == 5
+    assert report["n_files"] == 5 and report["n_unreadable"] == 1
+    assert sum(c["count"] for c in report["labels"]["category"].values()) == report["n_judged"]
+    with open(report_csv, newline="") as f:
+        assert {r["section"] for r in csv.DictReader(f)} >= {"photos", "labels:category"}
+    with Image.open(chart) as im:
+        assert im.size[0] > 300
+    assert actions["headers"] == ["list", "file", "label", "confidence / reason"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,40 +468,41 @@ def test_ui_says_out_of_domain_instead_of_answering():
 
     heads = {"cleanliness": HeadPrediction("very_dirty", 0.9, {"clean": 0.05, "slightly_dirty": 0.05, "very_dirty": 0.9}),
              "damage": HeadPrediction("damaged", 0.8, {"intact": 0.2, "damaged": 0.8})}
-    outside = Prediction("car", heads, in_domain=False, ood_score=42.0)
-    assert CAR.ood_message in app.car_summary(outside)
+    outside = Prediction("car", heads, in_domain=False, ood_score=0.97)
+    summary = app.car_summary(outside)
+    assert CAR.ood_message in summary and "Safety warning" not in summary and "car wash" not in summary
     assert CAR.ood_message in app.ood_notice(outside)
     assert "best guess" in app.label_component(outside, "damage", "Damage").label
-    inside = Prediction("car", heads, in_domain=True, ood_score=1.0)
+    inside = Prediction("car", heads, in_domain=True, ood_score=0.01)
     summary = app.car_summary(inside)
     assert "Time for a car wash" in summary and "Safety warning" in summary
     assert app.ood_notice(inside) == ""
 
 
 def test_startup_refuses_a_bad_checkpoint_with_a_clear_message(monkeypatch, capsys):
-    import app
+    import serve
     from inference.model import CheckpointError
 
     def broken(task):
         raise CheckpointError(f"checkpoints/{task}/model.safetensors: weights do not fit config.json")
-    monkeypatch.setattr(app, "load_model", broken)
+    monkeypatch.setattr(serve, "load_model", broken)
     with pytest.raises(SystemExit) as info:
-        app.preload_models()
+        serve.preload_models()
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "cannot load the 'collectibles' model" in err and "model.safetensors" in err and "Traceback" not in err
 
 
 def test_share_flag_and_env(monkeypatch):
-    import app
+    import serve
 
     monkeypatch.delenv("SHARE", raising=False)
     monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
-    args = app.parse_args([])
+    args = serve.parse_args([])
     assert (args.share, args.port) == (False, 7999)
-    assert app.parse_args(["--share"]).share
+    assert serve.parse_args(["--share"]).share
     monkeypatch.setenv("SHARE", "1")
-    assert app.parse_args([]).share
+    assert serve.parse_args([]).share
 
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -368,9 +511,8 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-b
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium not installed at /usr/bin/chromium "
-                    "(apt-get install chromium; scripts/run_tests.sh does it)")
 def test_browser_upload_in_each_tab(app_url, collectible_image, car_image):
+    require(CHROMIUM.exists(), "Chromium at /usr/bin/chromium (apt-get install chromium; scripts/run_tests.sh does it)")
     from playwright.sync_api import expect, sync_playwright
 
     # What the model says for these photos (same model behind the UI): the UI must show it.
@@ -411,5 +553,21 @@ def test_browser_upload_in_each_tab(app_url, collectible_image, car_image):
             assert "Traceback" not in page.content()
             page.wait_for_timeout(1000)   # let the error toast finish its entry animation
             page.screenshot(path=str(ARTIFACTS / "ui_bad_input.png"))   # viewport: keeps the error toast
+
+            # The Batch tab: the report's chart and lists appear; a row of the lists shows its photo.
+            page.get_by_role("tab", name="Batch").click()
+            page.locator("#batch-files input[type=file]").set_input_files([str(car_image), str(collectible_image)])
+            page.get_by_role("button", name="Run batch").click()
+            expect(page.locator("#batch-chart img")).to_be_visible(timeout=90_000)
+            idle(page)
+            expect(page.locator("#batch-summary")).to_contain_text("n_files")
+            # The table's cells are drawn as spans; a hidden sizing copy of the first row also holds the text.
+            def cell(text: str):
+                return page.locator("#batch-actions").get_by_text(text, exact=True).filter(visible=True).first
+            expect(cell(car_image.name)).to_be_visible(timeout=30_000)
+            expect(cell(collectible_image.name)).to_be_visible()   # not judged by the car model: on the list
+            cell(car_image.name).click()
+            expect(page.locator("#batch-photo img")).to_be_visible(timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "ui_batch.png"), full_page=True)
         finally:
             browser.close()

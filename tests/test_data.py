@@ -1,4 +1,4 @@
-"""Tests for training/data.py: formats, label maps, broken files, errors and the grouped split."""
+"""training/data.py: formats, label maps, several folders with their kinds, negatives, broken files, errors."""
 from __future__ import annotations
 
 import csv
@@ -12,13 +12,12 @@ import pytest
 from PIL import Image
 
 from inference.tasks import get_task
-from training.data import (DEFAULT_LABEL_MAP, DataError, Sample, _near_duplicate_groups, grouped_split,
-                           image_phash, label_counts, load_dataset, load_label_map)
+from support import shared
+from training.data import (DEFAULT_LABEL_MAP, DataError, DataFolder, label_counts, load_dataset, load_label_map,
+                           load_outliers, load_sources)
 
 CAR = get_task("car")
 COLLECTIBLES = get_task("collectibles")
-REAL_CAR = Path("/work/shared/data/car")
-REAL_COLLECTIBLES = Path("/work/shared/data/collectibles")
 
 
 def make_image(path: Path, seed: int, near_duplicate: bool = False) -> Path:
@@ -286,74 +285,8 @@ def test_too_few_images_and_unknown_heads(tmp_path: Path) -> None:
         load_dataset(CAR, car, min_per_class=0)
 
 
-def split_fixture(root: Path) -> tuple[list[Sample], list[list[Path]]]:
-    """5 classes x 12 distinct images; the first 3 of each class get 2 near-duplicates each (90 images)."""
-    samples, families, seed = [], [], 1000
-    for label in COLLECTIBLES.heads["category"]:
-        for i in range(12):
-            family = [make_image(root / label / f"{i}.png", seed)]
-            if i < 3:
-                family += [make_image(root / label / f"{i}_dup{k}.jpg", seed, near_duplicate=True) for k in range(2)]
-            samples += [Sample(p, {"category": label}, "test") for p in family]
-            families.append(family)
-            seed += 1
-    return samples, families
-
-
-def test_grouped_split(tmp_path: Path) -> None:
-    samples, families = split_fixture(tmp_path)
-    for family in families[:3]:
-        assert all(image_phash(family[0]) - image_phash(p) <= 6 for p in family[1:])
-
-    train, val = grouped_split(samples, seed=0)
-    again_train, again_val = grouped_split(samples, seed=0)
-    other_train, other_val = grouped_split(samples, seed=1)
-
-    assert [s.path for s in val] == [s.path for s in again_val]
-    assert [s.path for s in train] == [s.path for s in again_train]
-    assert {s.path for s in val} != {s.path for s in other_val}
-    assert len(train) + len(val) == len(samples) == 90
-    assert not {s.path for s in train} & {s.path for s in val}
-    for v in (val, other_val):
-        assert 0.15 <= len(v) / len(samples) <= 0.25
-        val_paths = {s.path for s in v}
-        for family in families:  # near-duplicates never straddle train and val
-            assert len({p in val_paths for p in family}) == 1
-    for part in (train, val):
-        counts = label_counts(COLLECTIBLES, part)["category"]
-        assert all(n > 0 for n in counts.values()), counts
-    # Stratified: every class contributes 2-4 of its 18 images to val.
-    assert all(2 <= n <= 4 for n in label_counts(COLLECTIBLES, val)["category"].values())
-
-
-def test_grouped_split_puts_rare_labels_on_both_sides(tmp_path: Path) -> None:
-    samples = []
-    for i in range(40):
-        cleanliness = "slightly_dirty" if i < 2 else None  # only 2 images: one must go to each side
-        damage = ("intact", "damaged")[i % 2] if i >= 2 else None
-        samples.append(Sample(make_image(tmp_path / f"{i}.png", 2000 + i),
-                              {"cleanliness": cleanliness, "damage": damage}, "test"))
-    for seed in range(4):
-        train, val = grouped_split(samples, seed=seed)
-        for part in (train, val):
-            assert sum(s.labels["cleanliness"] == "slightly_dirty" for s in part) == 1
-            assert {s.labels["damage"] for s in part} >= {"intact", "damaged"}
-
-
-def test_near_duplicate_groups_are_transitive_and_vectorised() -> None:
-    hashes = np.random.default_rng(0).integers(0, 2**63, 3500, dtype=np.uint64)
-    hashes[10] = hashes[5] ^ np.uint64(0b111111)  # 6 bits from 5
-    hashes[3000] = hashes[10] ^ np.uint64(0b111111 << 20)  # 6 bits from 10, 12 from 5: joined via 10
-    hashes[20] = hashes[5] ^ np.uint64(0b1111111 << 40)  # 7 bits: not a near-duplicate
-    groups = _near_duplicate_groups(hashes, max_distance=6)
-    assert groups[5] == groups[10] == groups[3000]
-    assert groups[20] != groups[5]
-    assert len(set(groups.tolist())) == 3500 - 2
-
-
-@pytest.mark.skipif(not (REAL_CAR / "labels.csv").is_file(), reason="shared car data not present")
 def test_real_car_manifest_masks() -> None:
-    data = load_dataset(CAR, REAL_CAR, check_images=False)
+    data = load_dataset(CAR, shared("car"), check_images=False)
     assert data.format == "csv" and data.skipped == []
     assert len(data.samples) == 2763
     data1a = [s for s in data.samples if s.source == "data1a"]
@@ -366,19 +299,71 @@ def test_real_car_manifest_masks() -> None:
         "damage": {"intact": 1319, "damaged": 1321}}
 
 
-@pytest.mark.skipif(not (REAL_COLLECTIBLES / "MANIFEST.csv").is_file(), reason="shared collectibles data not present")
 def test_real_collectibles_folder_prefers_manifest() -> None:
-    data = load_dataset(COLLECTIBLES, REAL_COLLECTIBLES, check_images=False)
+    data = load_dataset(COLLECTIBLES, shared("collectibles"), check_images=False)
     assert data.format == "csv"
     assert len(data.samples) == 3535
     assert label_counts(COLLECTIBLES, data.samples)["category"]["drumsticks"] == 491
+
+
+def test_data_folder_kinds() -> None:
+    assert DataFolder.parse("../shared/data/car_photos").kind == "photo"
+    assert DataFolder.parse("../shared/data/car").kind == "scan"
+    assert DataFolder.parse("photo=../x/studio") == DataFolder(Path("../x/studio"), "photo")
+    assert DataFolder.parse("scan=../x/photos").kind == "scan"
+    with pytest.raises(DataError, match="unknown data kind"):
+        load_dataset(CAR, shared("car"), kind="drawing")
+
+
+def test_several_data_folders_merge_with_sources_and_kinds() -> None:
+    samples, record = load_sources(COLLECTIBLES, [DataFolder.parse(str(shared("collectibles"))),
+                                                  DataFolder.parse(str(shared("collectibles_photos")))],
+                                   check_images=False)
+    assert [(r["kind"], r["n_images"]) for r in record] == [("scan", 3535), ("photo", 901)]
+    assert len(samples) == 3535 + 901
+    photos = [s for s in samples if s.kind == "photo"]
+    assert {s.source for s in photos} >= {"bk_jival23", "jordancoin", "hartwell"}
+    assert all(s.kind == "scan" for s in samples[:3535])
+    assert {s.holdout_group for s in photos if s.source == "jordancoin"} == {"jordancoin"}
+    assert all(s.holdout_group is None and s.in_domain for s in samples[:3535])
+    # The merged set is checked as a whole: a photos folder may lack a class on its own.
+    car_photos, _ = load_sources(CAR, [DataFolder.parse(str(shared("car_photos")))], check_images=False,
+                                 min_per_class=0)
+    assert {s.source for s in car_photos} == {"openalpr", "hemil", "dstaroff", "karad", "edsauto", "d716"}
+
+
+def test_negatives_and_other_task_pictures_are_outliers() -> None:
+    negatives = load_outliers(COLLECTIBLES, shared("negatives"), "negative", check_images=False)
+    assert len(negatives) == 1084
+    banknotes = [s for s in negatives if s.what == "banknote"]
+    assert len(banknotes) == 110 and {s.holdout_group for s in banknotes} == {"banknotes_jordan/banknote"}
+    assert all(not s.in_domain and s.labels == {"category": None} for s in negatives)
+    cars = load_outliers(COLLECTIBLES, shared("car"), "other_task", check_images=False, per_source=60)
+    per_source = {src: sum(s.source == src for s in cars) for src in {s.source for s in cars}}
+    assert per_source == {"data1a": 60, "tqvcd": 60, "vds": 60, "stanford": 60, "eyewash": 60, "dwdw2": 60}
+    assert cars == load_outliers(COLLECTIBLES, shared("car"), "other_task", check_images=False, per_source=60)
+    with pytest.raises(DataError, match="unknown outlier kind"):
+        load_outliers(COLLECTIBLES, shared("negatives"), "photo")
+
+
+def test_outliers_from_a_plain_image_folder(tmp_path: Path) -> None:
+    make_image(tmp_path / "kitchen" / "a.jpg", 1)
+    make_image(tmp_path / "b.png", 2)
+    (tmp_path / "notes.txt").write_text("not an image")
+    found = load_outliers(CAR, tmp_path, "negative")
+    assert sorted((s.path.name, s.source) for s in found) == [("a.jpg", "kitchen"), ("b.png", tmp_path.name)]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images found"):
+        load_outliers(CAR, tmp_path / "empty", "negative")
+    with pytest.raises(DataError, match="negative folder not found"):
+        load_outliers(CAR, tmp_path / "missing", "negative")
 
 
 def test_multitask_loss_is_a_weighted_mean_per_head_and_skips_unknown_labels():
     import torch
     import torch.nn.functional as F
 
-    from training.engine import UNKNOWN, multitask_loss
+    from training.losses import UNKNOWN, multitask_loss
 
     g = torch.Generator().manual_seed(0)
     logits = {"cleanliness": torch.randn(6, 3, generator=g), "damage": torch.randn(6, 2, generator=g)}
@@ -405,52 +390,26 @@ def test_multitask_loss_is_a_weighted_mean_per_head_and_skips_unknown_labels():
     assert torch.allclose(multitask_loss(moved, targets, loss_weights, weights, 0.1), expected, atol=1e-6)
 
 
-def test_activation_mix_cuts_or_blends_the_reversed_batch_and_reports_the_label_share():
+def test_the_domain_head_is_a_class_weighted_binary_cross_entropy_over_every_picture():
     import torch
+    import torch.nn.functional as F
 
-    from training.engine import ActivationMix, reversed_batch
+    from inference.model import DOMAIN_OUTPUT
+    from training.losses import UNKNOWN, class_weights, multitask_loss, targets_for
+    from training.data import Sample
 
-    x = torch.arange(2 * 3 * 14 * 14, dtype=torch.float32).reshape(2, 3, 14, 14)  # the two photos differ everywhere
-    np.random.seed(0)
-    shares = []
-    for _ in range(20):
-        mixed, lam = ActivationMix(1.0, cutmix_share=1.0)(x)
-        from_partner = mixed == x.flip(0)
-        assert torch.equal(mixed[~from_partner], x[~from_partner])
-        # lam is exactly the share of each photo's own activations that survive the box.
-        assert from_partner.float().mean().item() == pytest.approx(1 - lam)
-        shares.append(lam)
-    assert len(set(shares)) > 5 and 0 < np.mean(shares) < 1
-    blended, lam = ActivationMix(1.0, cutmix_share=0.0)(x)
-    assert 0 < lam < 1 and torch.allclose(blended, lam * x + (1 - lam) * x.flip(0))
-    assert ActivationMix(0.0)(x)[1] == 1.0 and ActivationMix(0.0)(x)[0] is x
-    assert torch.equal(reversed_batch({"damage": torch.tensor([0, 1, -1])})["damage"], torch.tensor([-1, 1, 0]))
-    assert reversed_batch(None) is None
-
-
-def test_wide_crop_ratio_lets_training_see_whole_book_covers():
-    """Inference squashes a whole 2:3 cover to the square input; with the default 3:4..4:3 crops training
-    never sees the whole cover (title and author at the edges are always cut), with --crop-ratio 0.5 2 it can."""
-    import random
-
-    import torch
-
-    from inference.model import ModelConfig
-    from inference.tasks import DEFAULT_ARCHITECTURE
-    from training.engine import DEFAULT_CROP_RATIO, create_train_transform
-
-    cover = np.full((300, 200, 3), 128, np.uint8)
-    cover[:10, :, 0], cover[-10:, :, 2] = 255, 255  # a red top edge and a blue bottom edge
-    image = Image.fromarray(cover)
-    data_config = ModelConfig.for_task(get_task("collectibles"), DEFAULT_ARCHITECTURE, 224).data_config
-
-    def whole_covers(crop_ratio: tuple[float, float]) -> int:
-        transform = create_train_transform(data_config, "collectibles", crop_ratio)
-        random.seed(0)
-        torch.manual_seed(0)
-        views = [transform(image) for _ in range(150)]
-        return sum(bool(v[0, 0].mean() > v[2, 0].mean() + 0.5 and v[2, -1].mean() > v[0, -1].mean() + 0.5)
-                   for v in views)
-
-    assert whole_covers(DEFAULT_CROP_RATIO) == 0
-    assert whole_covers((0.5, 2.0)) >= 5  # 10 of 150 with this seed
+    samples = [Sample(Path(f"{i}.jpg"), {"category": "coins" if i < 4 else None}, "s",
+                      "photo" if i < 4 else "negative") for i in range(6)]
+    targets = targets_for(COLLECTIBLES, samples, domain=True)
+    assert targets[DOMAIN_OUTPUT].tolist() == [1, 1, 1, 1, 0, 0]
+    assert targets["category"].tolist() == [1, 1, 1, 1, UNKNOWN, UNKNOWN]   # negatives: no category
+    weights = class_weights(COLLECTIBLES, targets)
+    assert weights[DOMAIN_OUTPUT][0] > weights[DOMAIN_OUTPUT][1]            # the rarer side weighs more
+    logits = {"category": torch.randn(6, 5, generator=torch.Generator().manual_seed(1)),
+              DOMAIN_OUTPUT: torch.tensor([2.0, 1.0, -0.5, 3.0, -2.0, 0.5])}
+    y = targets[DOMAIN_OUTPUT].float()
+    w = weights[DOMAIN_OUTPUT][targets[DOMAIN_OUTPUT]]
+    bce = (F.binary_cross_entropy_with_logits(logits[DOMAIN_OUTPUT], y, reduction="none") * w).sum() / w.sum()
+    category = F.cross_entropy(logits["category"][:4], targets["category"][:4], weight=weights["category"])
+    got = multitask_loss(logits, targets, {"category": 1.0, DOMAIN_OUTPUT: 0.5}, weights)
+    assert torch.allclose(got, category + 0.5 * bce, atol=1e-6)

@@ -1,13 +1,13 @@
 """The inference package on the real bundled checkpoints and real example photos."""
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +18,15 @@ from inference.hub import CheckpointSource
 from inference.model import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_checkpoint
 from inference.predictor import ONNX_CHUNK, Predictor, load_model, predict
 from inference.tasks import EXAMPLES_DIR as EXAMPLES, TASKS, example_manifest, get_task, present_examples
-from training.ood_sets import generated_photos
+from support import generated_photos, require, shared
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def example_rows(task: str) -> list[dict]:
     rows = [row for _, row in present_examples(task)]
-    if not rows:
-        pytest.skip(f"no example images in {EXAMPLES / task} (run scripts/fetch_examples.py)")
+    require(len(rows) == len(example_manifest(task)) > 0, f"example images in {EXAMPLES / task} "
+            "(python -m scripts.fetch_examples)")
     return rows
 
 
@@ -37,34 +37,36 @@ def expected_labels(task: str, row: dict) -> dict[str, str]:
     return {h: row[h] for h in spec.heads if row.get(h)}
 
 
-# Known mistakes of the shipped checkpoints, kept visible: strict, so a checkpoint that gets one
-# right makes the test fail until the entry is removed.
-KNOWN_MISSES = {
-    ("collectibles", "vinyls_2.jpg"): "square album art read as a book cover (books/vinyls confusion, see the model card)",
-    ("car", "slightly_dirty.jpg"): "slightly_dirty read as very_dirty (24 slightly_dirty photos in all; val F1 0.60)",
-    ("car", "intact_street.jpg"): "three-quarter street view read as damaged (tqvcd source: 0.73 damage accuracy)",
-    ("car", "damaged_front.jpg"): "front damage on a three-quarter view missed (tqvcd source, see the model card)",
+# Known mistakes of the shipped checkpoints, kept visible: such an example may give the wrong label (an
+# expected failure) but must still be judged, without error; a known miss that comes out right fails, so
+# the entry is removed when a better checkpoint ships.
+KNOWN_MISSES: dict[tuple[str, str], str] = {
+    ("collectibles", "vinyls_2.jpg"): "a record sleeve taken for a book cover",
+    ("car", "slightly_dirty.jpg"): "street-photo grime between the classes: slightly vs very dirty",
+    ("car", "intact_street.jpg"): "an intact car on a street photo called damaged",
+    ("car", "damaged_front.jpg"): "front damage on a street photo missed",
 }
 
 
-EXAMPLE_CASES = [pytest.param(task, row, id=f"{task}-{row['image']}",
-                              marks=[pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[task, row["image"]])]
-                              if (task, row["image"]) in KNOWN_MISSES else [])
-                 for task in sorted(TASKS) for row in example_manifest(task)]
-
-
-@pytest.mark.parametrize("task,row", EXAMPLE_CASES)
+@pytest.mark.parametrize("task,row", [pytest.param(task, row, id=f"{task}-{row['image']}")
+                                      for task in sorted(TASKS) for row in example_manifest(task)])
 def test_example_gets_its_labels(task, row):
     path = EXAMPLES / task / row["image"]
-    if not path.is_file():
-        pytest.skip(f"{path} missing (run scripts/fetch_examples.py)")
+    require(path.is_file(), f"{path} (python -m scripts.fetch_examples)")
     prediction = load_model(task).predict(path)
-    assert prediction.in_domain, f"{row['image']} rejected as out of domain ({prediction.ood_score})"
+    assert prediction.in_domain, f"{row['image']} not judged (out of domain, {prediction.ood_score})"
+    wrong = []
     for head, label in expected_labels(task, row).items():
         got = prediction.heads[head]
-        assert got.label == label, f"{row['image']}: {head} {got.label} ({got.confidence:.2f}), expected {label}"
         assert abs(sum(got.probabilities.values()) - 1) < 1e-4
         assert got.confidence == max(got.probabilities.values())
+        if got.label != label:
+            wrong.append(f"{head} {got.label} ({got.confidence:.2f}), expected {label}")
+    miss = KNOWN_MISSES.get((task, row["image"]))
+    if miss is not None:
+        assert wrong, f"{row['image']} is listed as a known miss ({miss}) but comes out right: remove it"
+        pytest.xfail(f"{miss}: {'; '.join(wrong)}")
+    assert not wrong, f"{row['image']}: {'; '.join(wrong)}"
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
@@ -100,14 +102,21 @@ def test_onnx_matches_torch_on_real_images(task):
         assert a.in_domain == b.in_domain and abs(a.ood_score - b.ood_score) <= 1e-3
 
 
-def test_photos_of_the_other_task_and_generated_pictures_are_out_of_domain():
+def test_photos_of_the_other_task_negatives_and_generated_pictures_are_out_of_domain():
+    negatives = shared("negatives")
+    with (negatives / "MANIFEST.csv").open(newline="") as f:
+        kinds = {}
+        for row in csv.DictReader(f):   # a few of each hard kind a user might photograph by mistake
+            kinds.setdefault(row["what"], []).append(negatives / row["image"])
+    hard = [p for what in ("banknote", "earbuds", "phone", "keyboard") for p in kinds[what][:3]]
     for task, other in (("collectibles", "car"), ("car", "collectibles")):
         predictor = load_model(task)
         own = predictor.predict_batch([EXAMPLES / task / r["image"] for r in example_rows(task)])
         foreign = predictor.predict_batch([EXAMPLES / other / r["image"] for r in example_rows(other)])
         assert all(p.in_domain for p in own)
-        assert any(not p.in_domain for p in foreign), f"no {other} photo rejected by the {task} model"
-        assert np.mean([p.ood_score for p in foreign]) > np.mean([p.ood_score for p in own])
+        assert not any(p.in_domain for p in foreign), f"a {other} example photo is judged by the {task} model"
+        assert not any(p.in_domain for p in predictor.predict_batch(hard)), f"a negative is judged as {task}"
+        assert max(p.ood_score for p in own) < min(p.ood_score for p in foreign)
         # The kinds the issue names: a blank frame, a landscape, a screenshot (generated_photos order).
         pictures = generated_photos()
         for name, picture in (("blank", pictures[0]), ("landscape", pictures[6]), ("screenshot", pictures[9])):
@@ -177,13 +186,12 @@ def test_explain_overlay_per_head_and_thread_safe():
 
 # --- where the checkpoint comes from -------------------------------------------------------
 
-def run_resolver(env: dict[str, str], code: str) -> tuple[str, float]:
-    """huggingface_hub reads its settings at import: resolve in a fresh process."""
-    start = time.time()
+def run_resolver(env: dict[str, str], code: str) -> tuple[str, str]:
+    """huggingface_hub reads its settings at import: resolve in a fresh process. (stdout, stderr)"""
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env},
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    return out.stdout.strip(), time.time() - start
+    return out.stdout.strip(), out.stderr
 
 
 RESOLVE = ("from inference.hub import resolve_checkpoint; s = resolve_checkpoint('car'{extra}); "
@@ -222,7 +230,7 @@ def test_prefilled_hf_cache_is_used_offline(tmp_path):
 
 
 def test_empty_cache_offline_falls_back_to_bundled(tmp_path):
-    out, elapsed = run_resolver({"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path)}, RESOLVE.format(extra=""))
+    out, _ = run_resolver({"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path)}, RESOLVE.format(extra=""))
     assert out.split()[0] == "bundled"
 
 
@@ -238,9 +246,10 @@ def test_unreachable_and_silent_hub_fall_back_within_the_timeout(tmp_path):
         for port in (closed_port, silent.getsockname()[1]):
             env = {"HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_CACHE": str(tmp_path),
                    "HUB_TIMEOUT": "2", "HF_HUB_OFFLINE": "0"}
-            out, elapsed = run_resolver(env, RESOLVE.format(extra=""))
+            out, log = run_resolver(env, RESOLVE.format(extra=""))
             assert out.split()[0] == "bundled"
-            assert elapsed < 30, f"fallback took {elapsed:.0f} s"
+            # The silent Hub is given up on after HUB_TIMEOUT, not after huggingface_hub's own retries.
+            assert ("no answer from the Hub within 2 s" in log) == (port != closed_port), log
     finally:
         silent.close()
 

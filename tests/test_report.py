@@ -1,28 +1,22 @@
-"""training.report (metrics, calibration, plots, model card) and the training.evaluate CLI."""
+"""training.metrics, training.plots, training.model_card and the training.evaluate CLI."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from inference.tasks import CAR, COLLECTIBLES
+from huggingface_hub import ModelCard
 
-from inference.tasks import CAR, COLLECTIBLES  # noqa: E402
-from training import report  # noqa: E402
-from training.report import (expected_calibration_error, fit_temperature, group_accuracy,  # noqa: E402
-                             head_metrics, plot_confusion_matrices, plot_history, plot_reliability,
-                             summarize, write_model_card)
+from inference.model import ModelConfig
+from training.metrics import group_accuracy, head_metrics, summarize
+from training.model_card import write_model_card
+from training.plots import plot_confusion_matrices, plot_history, plot_reliability
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def sample_labels(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
-    """One label per row drawn from that row's categorical distribution."""
-    u = rng.uniform(size=(len(probs), 1))
-    return np.minimum((probs.cumsum(axis=1) < u).sum(axis=1), probs.shape[1] - 1)
 
 
 def one_hot_probs(pred: list[int], n_classes: int) -> np.ndarray:
@@ -99,49 +93,6 @@ def test_group_accuracy_empty_head_and_shape_checks():
         summarize(CAR, [{"cleanliness": "spotless", "damage": "intact"}], probs, ["x"])
 
 
-# ---------------------------------------------------------------------------- calibration
-
-def test_ece_calibrated_vs_overconfident():
-    rng = np.random.default_rng(0)
-    n = 20000
-    conf = rng.uniform(0.5, 1.0, n)
-    probs = np.stack([conf, 1 - conf], axis=1)
-    y_calibrated = np.where(rng.uniform(size=n) < conf, 0, 1)       # right with probability = confidence
-    assert expected_calibration_error(probs, y_calibrated) < 0.02
-
-    over = np.tile([0.99, 0.01], (n, 1))
-    y_over = np.where(rng.uniform(size=n) < 0.6, 0, 1)               # right 60% of the time
-    assert expected_calibration_error(over, y_over) == pytest.approx(0.39, abs=0.02)
-    # unknown labels (-1) are ignored
-    y_masked = np.concatenate([y_over, -np.ones(n, int)])
-    assert expected_calibration_error(np.concatenate([over, over]), y_masked) == pytest.approx(
-        expected_calibration_error(over, y_over))
-
-
-def test_fit_temperature_recovers_known_temperature():
-    rng = np.random.default_rng(1)
-    t_true = 2.5
-    logits = rng.normal(0, 4.0, size=(4000, 4))
-    p = report.softmax(logits, t_true)
-    y = sample_labels(rng, p)
-    t = fit_temperature(logits, y)
-    assert abs(t - t_true) < 0.3
-    assert expected_calibration_error(report.softmax(logits, t), y) < expected_calibration_error(
-        report.softmax(logits), y)
-    assert fit_temperature(logits[:0], y[:0]) == 1.0
-    # clamped to [0.05, 20]: labels that are independent of the logits push T up
-    assert fit_temperature(rng.normal(0, 50, size=(500, 3)), rng.integers(0, 3, 500)) <= 20.0
-
-
-def test_calibration_summary_block():
-    rng = np.random.default_rng(2)
-    logits = rng.normal(0, 6, size=(1500, 3))
-    y = sample_labels(rng, report.softmax(logits, 3.0))
-    block = report.calibration_summary({"h": logits}, {"h": y})
-    assert set(block["h"]) == {"temperature", "ece_before", "ece_after", "n"}
-    assert block["h"]["ece_after"] < block["h"]["ece_before"]
-
-
 # ---------------------------------------------------------------------------- plots
 
 def assert_png(path: Path) -> None:
@@ -152,9 +103,8 @@ def assert_png(path: Path) -> None:
 def history_rows(n=3):
     return [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e,
              "train_acc": {"cleanliness": 0.5 + 0.1 * e, "damage": 0.6 + 0.1 * e},
-             "val_acc": {"cleanliness": 0.45 + 0.1 * e, "damage": 0.55 + 0.1 * e},
-             "val_acc_combined": 0.5 + 0.1 * e,
-             "val_photo_acc": {"cleanliness": 0.4 + 0.1 * e, "damage": 0.5 + 0.1 * e}}
+             "val_acc": {"scan": {"cleanliness": 0.45 + 0.1 * e, "damage": 0.55 + 0.1 * e},
+                         "photo": {"cleanliness": 0.4 + 0.1 * e, "damage": 0.5 + 0.1 * e}}}
             for e in range(1, n + 1)]
 
 
@@ -194,83 +144,84 @@ def full_metrics():
                       ["photo_src", "photo_src"])
     return {
         "task": "car", "architecture": "tf_efficientnet_lite0",
-        "splits": {"val": summary, "val_photo": photo},
+        "splits": {"val_scans": summary, "val_photos": photo},
         "calibration": {"cleanliness": {"temperature": 1.4321, "ece_before": 0.0812, "ece_after": 0.0234},
                         "damage": {"temperature": 1.1234, "ece_before": 0.0456, "ece_after": 0.0178}},
-        "ood": {"method": "mahalanobis", "auroc": 0.9876, "in_domain_rejection_rate": 0.0213, "threshold": 12.3456,
-                "per_ood_set": {"collectibles": {"n": 321, "auroc": 0.9912}, "skimage": {"n": 17, "auroc": 0.9543}}},
-        "gradcam": {"object_mass_mean": 0.7321, "n": 48},
+        "ood": {"method": "domain head", "temperature": 0.8765, "min_logit": -0.6543, "auroc": 0.9876,
+                "in_domain_rejected": {"scan": 0.0049, "photo": 0.0213}, "outliers_accepted": {"negative": 0.0412},
+                "n": {"scan": 408, "photo": 94, "negative": 217}, "measured_on": "the other half (cross-fit)",
+                "per_group_accepted": {"negative": {"chima/phone": {"n": 20, "accepted": 0.35}}}},
+        "data": {"folders": [{"path": "../shared/data/car", "kind": "scan", "n_images": 2763},
+                             {"path": "../shared/data/car_photos", "kind": "photo", "n_images": 414},
+                             {"path": "../shared/data/negatives", "kind": "negative", "n_images": 1084}]},
+        "split": {"per_kind": {"scan": {"train": 2209, "val": 554}}, "held_out_sources": {"photo": ["dstaroff"]},
+                  "split_inside_source": {"damage=damaged": "hemil"}},
         "training": {"command": "python -m training.train --task car --data ../shared/data/car --epochs 7",
-                     "args": {"epochs": 7, "lr": 0.001, "loss_weights": [1.0, 1.2]},
-                     "epochs_run": 7, "best_epoch": 5, "seconds": 812.5, "seconds_per_epoch": 98.7,
-                     "cache_seconds": 120.0, "n_train": 1650, "n_val": 412},
+                     "args": {"epochs": 7, "lr": 0.001, "frozen_blocks": 5}, "epochs_run": 7, "seconds": 812.5,
+                     "seconds_per_epoch": 98.7, "cache_seconds": 120.0, "n_train": 1650, "n_val": 412},
         "history": history_rows(),
     }
 
 
-def front_matter(text: str) -> dict:
-    yaml = pytest.importorskip("yaml")
-    assert text.startswith("---\n")
-    return yaml.safe_load(text.split("---\n")[1])
-
-
-CONFIG = {"task": "car", "architecture": "tf_efficientnet_lite0",
-          "heads": {"cleanliness": ["clean", "slightly_dirty", "very_dirty"], "damage": ["intact", "damaged"]},
-          "data_config": {"input_size": [3, 224, 224], "interpolation": "bicubic", "mean": [0.5, 0.5, 0.5],
-                          "std": [0.5, 0.5, 0.5], "crop_pct": 1.0, "crop_mode": "squash"},
-          "temperature": {"cleanliness": 1.4321, "damage": 1.1234}, "ood": None, "format_version": 1}
+CONFIG = ModelConfig.for_task(CAR)
+CONFIG.domain_head = True
 
 
 def test_model_card_full(tmp_path):
     metrics = full_metrics()
     plot_history(metrics["history"], tmp_path)
-    plot_confusion_matrices(metrics["splits"]["val"], tmp_path)
-    plot_confusion_matrices(metrics["splits"]["val_photo"], tmp_path, "confusion_photo")
-    path = write_model_card(tmp_path, CAR, CONFIG, metrics)
+    plot_confusion_matrices(metrics["splits"]["val_photos"], tmp_path, "confusion_photos")
+    path = write_model_card(tmp_path, CAR, CONFIG, metrics, notes="Two stages fine-tuned: **measured** best.")
     text = path.read_text()
-    assert path.name == "README.md"
-    meta = front_matter(text)
-    assert meta["library_name"] == "timm" and meta["license"] == "apache-2.0"
-    assert meta["pipeline_tag"] == "image-classification"
-    assert {"image-classification", "timm", "car"} <= set(meta["tags"])
-    results = meta["model-index"][0]["results"]
-    val = [r for r in results if r["dataset"]["split"] == "val"][0]
-    values = {m["name"]: m["value"] for m in val["metrics"]}
-    assert values["damage accuracy"] == metrics["splits"]["val"]["heads"]["damage"]["accuracy"]
-    assert values["cleanliness accuracy"] == metrics["splits"]["val"]["heads"]["cleanliness"]["accuracy"]
-
-    val_heads = metrics["splits"]["val"]["heads"]
-    for number in [f"{val_heads['damage']['accuracy']:.4f}", f"{val_heads['cleanliness']['macro_f1']:.4f}",
-                   "1.4321", "0.0812", "0.0234", "0.9876", "2.1%", "12.3456", "0.9543", "73.2%",
-                   "0.873", "0.912", "1650", "photo_src"]:
+    card = ModelCard.load(path)   # huggingface_hub parses (and so validates) the YAML it wrote
+    assert card.data.library_name == "timm" and card.data.license == "apache-2.0"
+    assert card.data.pipeline_tag == "image-classification" and {"image-classification", "timm", "car"} <= set(card.data.tags)
+    assert card.data.datasets == ["image-understanding-space/car", "image-understanding-space/car-photos",
+                                  "image-understanding-space/negatives"]
+    results = {(r.dataset_name, r.metric_name): r.metric_value for r in card.data.eval_results}
+    photos = metrics["splits"]["val_photos"]["heads"]
+    assert results[("car validation photos (held-out sources)", "damage accuracy")] == photos["damage"]["accuracy"]
+    assert results[("car validation scans", "cleanliness macro F1")] == metrics["splits"]["val_scans"]["heads"][
+        "cleanliness"]["macro_f1"]
+    assert {r.dataset_type for r in card.data.eval_results} == {"image-understanding-space/car",
+                                                                  "image-understanding-space/car-photos"}
+    for number in [f"{photos['damage']['accuracy']:.4f}", "1.4321", "0.0812", "0.0234", "0.9876", "2.1%", "4.1%",
+                   "-0.6543", "0.873", "0.912", "photo_src", "`dstaroff`", "`hemil`", "13.5 min", "chima/phone (35.0%)"]:
         assert number in text, number
-    assert metrics["training"]["command"] in text
-    for heading in ("## Summary", "## How to use", "## Training data and procedure", "## Results",
-                    "### Per class", "### Per source", "## Calibration", "## Out-of-domain photos",
-                    "## Grad-CAM sanity check", "## Plots", "## Comparison with the earlier system",
-                    "## Intended use", "## Limitations", "## Reproduce"):
+    assert metrics["training"]["command"] in text and "**measured** best" in text
+    for heading in ("## Results", "## In-domain check", "## Calibration", "## How to use", "## Files",
+                    "## Training data and recipe", "### Why this recipe", "## Plots", "## Intended use",
+                    "## Limitations", "## Reproduce"):
         assert heading in text, heading
-    assert "photo-like validation" in text and "(confusion_damage.png)" in text and "(loss.png)" in text
-    assert "Confusion matrix, damage (photo-like validation)" in text
-    assert "reliability.png" not in text and "worst_errors.png" not in text   # files absent: not embedded
-    assert "Shadows" in text and "slightly_dirty" in text
-    assert "load_model" in text and "snapshot_download" in text and "224×224" in text
+    assert "(confusion_photos_damage.png)" in text and "(loss.png)" in text
+    assert "reliability.png" not in text   # file absent: not embedded
+    assert "heads.safetensors" in text and '"cleanliness": ["clean"' in text and "Shadows" in text
+
+
+def test_model_card_of_an_all_data_run_shows_the_held_out_runs_figures(tmp_path):
+    held = full_metrics()
+    metrics = {"task": "car", "data": held["data"], "training": {"command": "python -m training.train --val-fraction 0"},
+               "held_out_run": {"command": "python -m training.train --task car", **{k: held[k] for k in (
+                   "splits", "calibration", "ood", "split")}}}
+    text = write_model_card(tmp_path, CAR, CONFIG, metrics).read_text()
+    assert "trained on all the data" in text and "python -m training.train --task car" in text
+    assert f"{held['splits']['val_photos']['heads']['damage']['accuracy']:.4f}" in text and "0.6543" in text
+    assert ModelCard.load(tmp_path / "README.md").data.eval_results
 
 
 def test_model_card_minimal(tmp_path):
     summary = summarize(COLLECTIBLES, [{"category": "coins"}, {"category": "books"}],
                         {"category": one_hot_probs([1, 1], 5)}, ["x", "y"])
-    path = write_model_card(tmp_path, COLLECTIBLES, {}, {"task": "collectibles", "splits": {"val": summary}})
+    config = ModelConfig.for_task(COLLECTIBLES)
+    path = write_model_card(tmp_path, COLLECTIBLES, config, {"task": "collectibles", "splits": {"val_photos": summary}})
     text = path.read_text()
-    meta = front_matter(text)
-    assert meta["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.5
-    assert "0.5000" in text and "0.750" in text
-    assert "## Calibration" not in text and "## Out-of-domain photos" not in text and "## Plots" not in text
-    assert "python -m training.train --task collectibles" in text
+    assert ModelCard.load(path).data.eval_results[0].metric_value == 0.5
+    assert "0.5000" in text and "0.750" in text and "pipeline(\"image-classification\"" in text
+    assert "## Calibration" not in text and "## In-domain check" not in text and "## Plots" not in text
     # changing a metric changes the card: no hard-coded figures
     summary["heads"]["category"]["accuracy"] = 0.8765
-    assert "0.8765" in write_model_card(tmp_path, "collectibles", {}, {"task": "collectibles",
-                                                                       "splits": {"val": summary}}).read_text()
+    path = write_model_card(tmp_path, COLLECTIBLES, config, {"task": "collectibles", "splits": {"val_photos": summary}})
+    assert "0.8765" in path.read_text()
 
 
 # ---------------------------------------------------------------------------- evaluate CLI
@@ -283,7 +234,6 @@ def make_car_checkpoint(folder: Path) -> Path:
 
 
 def make_car_dataset(root: Path) -> Path:
-    from PIL import Image
     rows = [("clean", "intact", "a"), ("slightly_dirty", "damaged", "a"), ("very_dirty", "intact", "b"),
             ("", "damaged", "b"), ("clean", "damaged", "b"), ("very_dirty", "intact", "a")]
     (root / "images").mkdir(parents=True)
@@ -332,12 +282,35 @@ def test_evaluate_json_shape(car_eval_setup, capsys):
     assert str(ckpt) in result["checkpoint"]
 
 
+def test_evaluate_reports_scans_photos_and_outliers_apart(car_eval_setup, tmp_path, capsys):
+    from training.evaluate import main
+    data, ckpt = car_eval_setup
+    negatives = tmp_path / "negatives"
+    negatives.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((40, 60, 3), 40 * i, np.uint8)).save(negatives / f"n{i}.png")
+    code = main(["--task", "car", "--data", str(data), "--data", f"photo={data}", "--negatives", str(negatives),
+                 "--weights", str(ckpt), "--json", "--no-progress", "--backend", "torch"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    result = json.loads(out)
+    assert set(result["by_kind"]) == {"scan", "photo"}
+    for kind in ("scan", "photo"):
+        assert result["by_kind"][kind]["n_images"] == 6
+        assert result["by_kind"][kind]["heads"]["damage"]["n"] == 6 and result["by_kind"][kind]["per_source"]
+    assert result["n_images"] == 12      # every labelled picture; the negatives only count as outliers
+    assert result["outliers"] == {"negative": {"n": 3, "accepted": 1.0}}   # this checkpoint has no in-domain check
+    assert main(["--task", "car", "--data", f"photo={data}", "--weights", str(ckpt), "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "photos per source" in table and "scans per source" not in table
+
+
 def test_evaluate_table_output(car_eval_setup, capsys):
     from training.evaluate import main
     data, ckpt = car_eval_setup
     assert main(["--task", "car", "--data", str(data), "--weights", str(ckpt), "--backend", "torch"]) == 0
     out = capsys.readouterr().out
-    assert "cleanliness: accuracy" in out and "slightly_dirty" in out and "per source" in out
+    assert "cleanliness: accuracy" in out and "slightly_dirty" in out and "scans per source" in out
 
 
 def test_evaluate_clear_errors(car_eval_setup, tmp_path, capsys):
