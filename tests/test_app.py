@@ -23,7 +23,7 @@ from inference.batch import columns, predict_files, rows_to_csv
 from inference.batch_report import SUMMARY_COLUMNS, label_chart, summarize, summary_rows
 from inference.images import MAX_FILE_BYTES
 from inference.predictor import HeadPrediction, Prediction
-from inference.tasks import SAFETY_LEVELS, get_task
+from inference.tasks import SAFETY_LEVELS, UNSURE, get_task
 from support import generated_photos, require
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -55,8 +55,11 @@ def rest_post(app_url: str, task: str, content: bytes, filename: str = "photo.jp
                       files={"image": (filename, content, "application/octet-stream")})
 
 
-def check_head(head: dict, labels: tuple[str, ...]) -> None:
-    assert set(head) == {"label", "confidence", "probabilities"}
+def check_head(head: dict, labels: tuple[str, ...], min_confidence: float | None = None) -> None:
+    """A head's answer; with `min_confidence` (the checkpoint's review threshold) also its needs_review."""
+    assert set(head) == {"label", "confidence", "probabilities"} | ({"needs_review"} if min_confidence is not None else set())
+    if min_confidence is not None:
+        assert head["needs_review"] is (head["confidence"] < min_confidence)
     probs = head["probabilities"]
     assert list(probs) == list(labels)
     assert all(0.0 <= p <= 1.0 for p in probs.values())
@@ -79,7 +82,12 @@ def check_collectible(payload: dict) -> None:
     assert {"label", "confidence", "probabilities", "in_domain", "ood_score"} <= set(payload)
     check_domain(payload, COLLECTIBLES)
     answer = payload if payload["in_domain"] else payload["best_guess"]
-    check_head({k: answer[k] for k in ("label", "confidence", "probabilities")}, COLLECTIBLES.heads["category"])
+    if payload["in_domain"]:
+        check_head({k: answer[k] for k in ("label", "confidence", "probabilities", "needs_review")},
+                   COLLECTIBLES.heads["category"], review_threshold("collectibles", "category"))
+    else:
+        check_head(answer, COLLECTIBLES.heads["category"], review_threshold("collectibles", "category"))
+        assert payload["needs_review"] is False
     if not payload["in_domain"]:
         assert payload["label"] is payload["confidence"] is payload["probabilities"] is None
 
@@ -88,9 +96,18 @@ def check_car(payload: dict) -> None:
     assert {"cleanliness", "damage", "in_domain", "ood_score"} <= set(payload)
     check_domain(payload, CAR)
     for head, labels in CAR.heads.items():
-        check_head(payload[head] if payload["in_domain"] else payload["best_guess"][head], labels)
+        check_head(payload[head] if payload["in_domain"] else payload["best_guess"][head], labels,
+                   review_threshold("car", head))
         if not payload["in_domain"]:
             assert payload[head] is None
+    assert payload["needs_review"] is (payload["in_domain"] and any(payload[h]["needs_review"] for h in CAR.heads))
+
+
+def review_threshold(task: str, head: str) -> float:
+    """The review threshold the served checkpoint carries (config.json), never a number of the app's."""
+    from inference import load_model
+
+    return load_model(task).config.review[head]
 
 
 def check_overlay(path: str) -> None:
@@ -181,12 +198,15 @@ def check_rest_car(body: dict) -> None:
     if not body["in_domain"]:
         assert body["cleanliness"] is body["damage"] is body["confidence"] is body["probabilities"] is None
         for head in CAR.heads:
-            check_head(body["best_guess"][head], CAR.heads[head])
+            check_head(body["best_guess"][head], CAR.heads[head], review_threshold("car", head))
+        assert body["head_needs_review"] is None and body["needs_review"] is False
         return
     assert set(body["confidence"]) == {"cleanliness", "damage"}
     for head in CAR.heads:
         check_head({"label": body[head], "confidence": body["confidence"][head],
-                    "probabilities": body["probabilities"][head]}, CAR.heads[head])
+                    "probabilities": body["probabilities"][head], "needs_review": body["head_needs_review"][head]},
+                   CAR.heads[head], review_threshold("car", head))
+    assert body["needs_review"] is any(body["head_needs_review"].values())
 
 
 def test_rest_car_default_format(app_url, car_image):
@@ -202,12 +222,16 @@ def test_rest_car_mobile_format(app_url, car_image):
     assert r.json()["in_domain"], "a car example photo must be judged"
     condition = r.json()["car_condition"]
     clean, damage = condition["cleanliness"], condition["damage"]
-    assert clean["status"] in CAR.heads["cleanliness"]
-    assert clean["display_message"] == CAR.messages["cleanliness"][clean["status"]]
+    plain = rest_post(app_url, "car", car_image.read_bytes(), car_image.name).json()
+    assert clean["status"] == plain["cleanliness"] and damage["status"] == plain["damage"]
+    assert (clean["needs_review"], damage["needs_review"]) == tuple(plain["head_needs_review"].values())
+    # One driver note for the car, damage first, in both heads' display_message.
+    assert clean["display_message"] == damage["display_message"]
+    assert clean["display_message"].startswith(CAR.messages["damage"][UNSURE if damage["needs_review"] else
+                                                                      damage["status"]]) or \
+        clean["display_message"].startswith(CAR.all_clear)
     assert 0.0 <= clean["confidence"] <= 1.0
-    assert damage["status"] in CAR.heads["damage"]
-    assert damage["safety_level"] in {"high", "low"}
-    assert damage["safety_level"] == SAFETY_LEVELS[damage["status"]]
+    assert damage["safety_level"] == SAFETY_LEVELS[UNSURE if damage["needs_review"] else damage["status"]]
 
 
 def test_rest_collectibles(app_url, collectible_image):
@@ -329,8 +353,8 @@ def best_guess_of(payload: dict, task) -> dict:
 def test_rest_does_not_judge_a_photo_of_the_wrong_kind(app_url, wrong_kind):
     for path in wrong_kind["car"]:
         body = rest_post(app_url, "car", path.read_bytes(), path.name).json()
-        assert set(body) == {"cleanliness", "damage", "confidence", "probabilities", "in_domain", "ood_score",
-                             "message", "best_guess"}, path.name
+        assert set(body) == {"cleanliness", "damage", "confidence", "probabilities", "head_needs_review",
+                             "in_domain", "ood_score", "needs_review", "message", "best_guess"}, path.name
         assert (body["in_domain"], body["message"]) == (False, CAR.ood_message)
         check_rest_car(body)
         mobile = rest_post(app_url, "car", path.read_bytes(), path.name, params={"format": "mobile"}).json()
@@ -338,12 +362,14 @@ def test_rest_does_not_judge_a_photo_of_the_wrong_kind(app_url, wrong_kind):
         assert mobile["car_condition"] == {"cleanliness": not_judged, "damage": {**not_judged, "safety_level": None}}
         assert mobile["best_guess"] == body["best_guess"] and mobile["in_domain"] is False
         assert not any(m in str(mobile) for messages in CAR.messages.values() for m in messages.values())
+        assert CAR.all_clear not in str(mobile)
     for path in wrong_kind["collectibles"]:
         body = rest_post(app_url, "collectibles", path.read_bytes(), path.name).json()
-        assert set(body) == {"label", "confidence", "probabilities", "in_domain", "ood_score", "message", "best_guess"}
+        assert set(body) == {"label", "confidence", "probabilities", "in_domain", "ood_score", "needs_review",
+                             "message", "best_guess"}
         assert body["label"] is body["confidence"] is body["probabilities"] is None
         assert (body["in_domain"], body["message"]) == (False, COLLECTIBLES.ood_message)
-        check_head(body["best_guess"], COLLECTIBLES.heads["category"])
+        check_head(body["best_guess"], COLLECTIBLES.heads["category"], review_threshold("collectibles", "category"))
 
 
 def test_client_api_does_not_judge_a_photo_of_the_wrong_kind(client, app_url, wrong_kind):
@@ -424,9 +450,14 @@ def test_batch_report_counts_lists_and_chart(example_images):
         assert sum(c["count"] for c in counts.values()) == report["n_judged"] == len(judged)
         assert all(counts[label]["count"] == sum(r[head] == label for r in judged) for label in labels)
     wash = report["actions"]["needs_a_wash"]["photos"]
-    assert {p["file"] for p in wash} == {r["file"] for r in judged if r["cleanliness"] in ("slightly_dirty", "very_dirty")}
+    # The action lists hold automatic answers; a head that needs review goes to the "check by hand" list.
+    assert {p["file"] for p in wash} == {r["file"] for r in judged if r["cleanliness"] in ("slightly_dirty", "very_dirty")
+                                        and not r["cleanliness_needs_review"]}
     damage = report["actions"]["check_for_damage"]["photos"]
-    assert {p["file"] for p in damage} == {r["file"] for r in judged if r["damage"] == "damaged"}
+    assert {p["file"] for p in damage} == {r["file"] for r in judged if r["damage"] == "damaged"
+                                          and not r["damage_needs_review"]}
+    assert {(p["file"], p["head"]) for p in report["review"] if p["head"]} == \
+        {(r["file"], h) for r in judged for h in CAR.heads if r[f"{h}_needs_review"]}
     assert [p["confidence"] for p in damage] == sorted((p["confidence"] for p in damage), reverse=True)
     chart = label_chart(report)
     assert chart.mode == "RGB" and chart.size[0] > 600
@@ -472,7 +503,7 @@ def test_ui_says_out_of_domain_instead_of_answering():
     summary = app.car_summary(outside)
     assert CAR.ood_message in summary and "Safety warning" not in summary and "car wash" not in summary
     assert CAR.ood_message in app.ood_notice(outside)
-    assert "best guess" in app.label_component(outside, "damage", "Damage").label
+    assert "best guess" in app.label_component(outside, "damage").label
     inside = Prediction("car", heads, in_domain=True, ood_score=0.01)
     summary = app.car_summary(inside)
     assert "Time for a car wash" in summary and "Safety warning" in summary
@@ -542,7 +573,7 @@ def test_browser_upload_in_each_tab(app_url, collectible_image, car_image):
             idle(page)
             expect(page.locator("#car-cleanliness")).to_contain_text(car["cleanliness"])
             expect(page.locator("#car-damage")).to_contain_text(car["damage"])
-            expect(page.locator("#car-summary")).to_contain_text(CAR.messages["cleanliness"][car["cleanliness"]])
+            expect(page.locator("#car-summary")).to_contain_text("For the driver")
             page.screenshot(path=str(ARTIFACTS / "ui_car.png"), full_page=True)
 
             # A bad file gets the clear message in the page, not a traceback.

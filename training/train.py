@@ -42,12 +42,12 @@ from inference.predictor import softmax
 from inference.tasks import DEFAULT_ARCHITECTURE, TASKS, get_task
 from training.activations import CPU_MEMORY_FORMAT, ImageViews, MixedViews, cache_front
 from training.augmentation import camera_effects, create_train_transform
-from training.calibration import auroc, crossfit_domain_threshold, crossfit_temperature
+from training.calibration import auroc, crossfit_domain_threshold, crossfit_review, crossfit_temperature
 from training.data import KINDS, DataError, Sample, add_data_arguments, load_all, load_label_map
 from training.domain_head import N_DRAWN, drawn_features, refit_domain_head
 from training.export_onnx import export_onnx
 from training.loop import EpochResult, cosine_with_warmup, run_epoch, trainable_parameters
-from training.losses import UNKNOWN, class_weights, source_weights, targets_for
+from training.losses import UNKNOWN, class_weights, targets_for
 from training.metrics import summarize, worst_errors
 from training.model_card import write_model_card
 from training.plots import plot_confusion_matrices, plot_history, plot_reliability
@@ -69,8 +69,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--source-balance", action="store_true",
-                   help="weight each picture by 1/sqrt of its (source, label) group's size")
     p.add_argument("--views", type=int, default=3, help="augmented views per training picture to cache")
     p.add_argument("--plain-views", type=int, default=1,
                    help="how many of those views skip the camera effects (timm's augmentation only)")
@@ -192,7 +190,6 @@ class Trainer:
         self.train_y = targets_for(spec, split.train, domain)
         self.val_y = targets_for(spec, split.val, domain)
         self.weights = class_weights(spec, self.train_y)
-        self.per_picture = source_weights(spec, split.train) if args.source_balance else None
         groups = trainable_parameters(model, args.frozen_blocks)
         for g in groups:
             g["lr"] = args.lr * g["lr_scale"]
@@ -219,8 +216,7 @@ class Trainer:
         a, t0 = self.args, time.time()
         tr = run_epoch(self.model, a.frozen_blocks, MixedViews(self.views, a.seed * 7919 + epoch), self.train_y,
                        self.loss_weights, self.weights, self.optimizer, self.scheduler, a.batch_size,
-                       seed=a.seed + epoch, desc=f"epoch {epoch}/{a.epochs} train", label_smoothing=a.label_smoothing,
-                       sample_weights=self.per_picture)
+                       seed=a.seed + epoch, desc=f"epoch {epoch}/{a.epochs} train", label_smoothing=a.label_smoothing)
         row = {"epoch": epoch, "train_loss": tr.loss, "train_acc": tr.accuracy}
         if self.split.val:
             va = self.evaluate()
@@ -256,13 +252,22 @@ def held_out_figures(spec, split: Split, result: EpochResult, config: ModelConfi
     """Calibrate on one half of validation and report on the other; summarise scans and photos apart."""
     val = split.val
     halves = crossfit_halves(val, split.unit, seed)
-    calibration = {}
+    kinds = np.array([s.kind for s in val])
+    calibration, review = {}, {}
     for h in spec.heads:
         y = np.array([UNKNOWN if s.labels[h] is None else spec.label_index(h, s.labels[h]) for s in val])
         known = y != UNKNOWN
         fit = crossfit_temperature(result.logits[h][known], y[known], halves[known])
         config.temperature[h] = fit.temperature
         calibration[h] = fit.to_dict()
+        # The review threshold is fitted on the validation photos: what users send, and harder than scans.
+        fit_rows = kinds == "photo" if ((kinds == "photo") & known).any() else known
+        checked = crossfit_review(result.logits[h], y, halves, fit_rows, config.temperature[h])
+        config.review[h] = round(checked.min_confidence, 4)
+        review[h] = {"min_confidence": config.review[h],
+                     **{f"val_{kind}s": checked.figures(y, kinds == kind) for kind in KINDS if (kinds == kind).any()},
+                     "measured_on": "other half (cross-fit): temperature and threshold fitted on the validation "
+                                    "photos of one half, figures on the other half"}
     probs = {h: softmax(result.logits[h], config.temperature[h]) for h in spec.heads}
     splits = {}
     for kind in KINDS:
@@ -275,7 +280,7 @@ def held_out_figures(spec, split: Split, result: EpochResult, config: ModelConfi
     plot_reliability({h: result.logits[h] for h in spec.heads},
                      {h: np.array([UNKNOWN if s.labels[h] is None else spec.label_index(h, s.labels[h]) for s in val])
                       for h in spec.heads}, config.temperature, run_dir / "reliability.png")
-    metrics = {"splits": splits, "calibration": calibration}
+    metrics = {"splits": splits, "calibration": calibration, "review": review}
     if DOMAIN_OUTPUT in result.logits:
         metrics["ood"] = domain_figures(val, result.logits[DOMAIN_OUTPUT], halves, config)
     metrics["worst_errors"] = worst_errors(spec, val, probs)
@@ -347,13 +352,14 @@ def calibration_from(recipe_run: Path, config: ModelConfig, run_dir: Path) -> di
     """An all-data run ships the temperatures and threshold of the held-out run of its recipe, and its
     figures: the numbers and the validation plots (confusion matrices, reliability)."""
     source = ModelConfig.from_file(recipe_run / "config.json")
-    config.temperature, config.ood = dict(source.temperature), source.ood
+    config.temperature, config.review, config.ood = dict(source.temperature), dict(source.review), source.ood
     for plot in [*recipe_run.glob("confusion_*.png"), recipe_run / "reliability.png"]:
         if plot.is_file():
             shutil.copyfile(plot, run_dir / plot.name)
     figures = json.loads((recipe_run / "metrics.json").read_text())
     return {"held_out_run": {"folder": str(recipe_run), "command": figures["training"]["command"],
-                             **{k: figures[k] for k in ("splits", "calibration", "ood", "split") if k in figures}}}
+                             **{k: figures[k] for k in ("splits", "calibration", "review", "ood", "split")
+                                if k in figures}}}
 
 
 def main(argv: list[str] | None = None) -> int:
