@@ -4,8 +4,8 @@
 (the in-domain check turned them away) and unreadable; counts and shares per label of each head (of the
 judged photos); the task's action lists (`TaskSpec.batch_actions`, e.g. "needs a wash", "check for
 damage") of the automatic answers, most confident first; and a "check by hand" list of the photos a
-person should look at (not judged, or a head that needs review). `summary_rows` flattens it for a CSV, `label_chart` draws the
-label counts. No gradio import.
+person should look at (not judged, or a head that needs review). `summary_rows` flattens it for a CSV,
+`label_chart` draws the label counts. No gradio import.
 """
 from __future__ import annotations
 
@@ -78,9 +78,9 @@ def label_chart(summary: dict[str, Any]) -> Image.Image:
     for ax, head in zip(axes, heads):
         names = list(summary["labels"][head])
         counts = [summary["labels"][head][n]["count"] for n in names]
-        bars = ax.bar([n.replace("_", " ") for n in names], counts, color=[f"C{i}" for i in range(len(names))])
+        bars = ax.bar([display_label(n) for n in names], counts, color=[f"C{i}" for i in range(len(names))])
         ax.bar_label(bars)
-        ax.set_title(head.replace("_", " "))
+        ax.set_title(display_label(head))
         ax.tick_params(axis="x", labelrotation=30)
     status = {"judged": summary["n_judged"], "not judged": summary["n_not_judged"],
               "unreadable": summary["n_unreadable"]}

@@ -6,7 +6,7 @@ Renderers (UI markdown, client JSON, REST, mobile, batch rows) take their wordin
 from __future__ import annotations
 
 from inference.predictor import HeadPrediction, Prediction
-from inference.tasks import UNSURE, TaskSpec, get_task
+from inference.tasks import UNSURE, get_task
 
 UNSURE_TITLE = "Unsure - please check"
 
@@ -23,10 +23,6 @@ def head_title(head: str) -> str:
 def review_text(head: HeadPrediction) -> str:
     """What a head that needs review says: the title and its two most likely labels."""
     return f"{UNSURE_TITLE}: {' or '.join(display_label(label) for label in head.top_two)}?"
-
-
-def not_judged_text(spec: TaskSpec) -> str:
-    return spec.ood_message
 
 
 def best_guess_text(prediction: Prediction) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from inference.messages import driver_note, safety_warning
+from inference.messages import driver_note
 from inference.predictor import HeadPrediction, Prediction
 from inference.tasks import SAFETY_LEVELS, UNSURE, get_task
 
@@ -79,7 +79,6 @@ def mobile_payload(prediction: Prediction) -> dict[str, Any]:
                             "needs_review": clean.needs_review, "display_message": note},
             "damage": {"status": damage.label, "confidence": round(damage.confidence, 6),
                        "needs_review": damage.needs_review,
-                       "safety_level": SAFETY_LEVELS["damaged" if safety_warning(prediction) else
-                                                     UNSURE if damage.needs_review else damage.label],
+                       "safety_level": SAFETY_LEVELS[UNSURE if damage.needs_review else damage.label],
                        "display_message": note}}
     return {"car_condition": condition, **domain_fields(prediction)}

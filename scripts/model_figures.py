@@ -24,8 +24,7 @@ def figures_table() -> str:
     gate = ["", "| task | in-class photos rejected | held-out negatives accepted | other task's photos accepted | "
             "ECE after temperature (other half) |", "|---|---:|---:|---:|---|"]
     for task, spec in TASKS.items():
-        metrics = json.loads((spec.bundled_dir / "metrics.json").read_text())
-        figures = metrics.get("held_out_run") or metrics
+        figures = held_out_figures(spec)
         photos, scans = figures["splits"]["val_photos"]["heads"], figures["splits"]["val_scans"]["heads"]
         for head in spec.heads:
             recall = min((c["recall"], label) for label, c in photos[head]["per_class"].items() if c["support"])
@@ -39,13 +38,18 @@ def figures_table() -> str:
     return "\n".join(lines + gate + review_table())
 
 
+def held_out_figures(spec) -> dict:
+    """The figures of a bundled checkpoint's held-out run (its own, or its recipe's for an all-data run)."""
+    metrics = json.loads((spec.bundled_dir / "metrics.json").read_text())
+    return metrics.get("held_out_run") or metrics
+
+
 def review_table() -> list[str]:
     """Needs review, per head: answers left automatic and their accuracy (held-out photos, cross-fit)."""
     out = ["", "| task / head | answered automatically (photos) | right when automatic (photos) | "
                "answered automatically (scans) | right when automatic (scans) |", "|---|---:|---:|---:|---:|"]
     for task, spec in TASKS.items():
-        metrics = json.loads((spec.bundled_dir / "metrics.json").read_text())
-        for head, r in (metrics.get("held_out_run") or metrics).get("review", {}).items():
+        for head, r in held_out_figures(spec).get("review", {}).items():
             p, s = r.get("val_photos") or {}, r.get("val_scans") or {}
             out.append(f"| {task} / {head} | {pct(p.get('coverage'))} | {pct(p.get('automatic_accuracy'))} | "
                        f"{pct(s.get('coverage'))} | {pct(s.get('automatic_accuracy'))} |")

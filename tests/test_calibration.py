@@ -1,4 +1,4 @@
-"""training/calibration.py: ECE, temperatures, and the cross-fitted in-domain threshold."""
+"""training/calibration.py: ECE, temperatures, the cross-fitted in-domain threshold and the review threshold."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 from inference.predictor import ood_probability, softmax
 from training.calibration import REJECT_TARGET, crossfit_domain_threshold, crossfit_temperature, \
-    expected_calibration_error, fit_domain_threshold, fit_temperature
+    expected_calibration_error, fit_domain_threshold, fit_review_threshold, fit_temperature
 
 
 def sample_labels(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
@@ -95,3 +95,14 @@ def test_the_threshold_shares_a_wide_gap_and_holds_for_every_kind():
     rejected = logits < min_logit
     assert rejected[kinds == "photo"].mean() < REJECT_TARGET and rejected[kinds == "scan"].mean() < REJECT_TARGET
     assert rejected[~in_domain].all()
+
+
+def test_review_threshold_keeps_the_most_confident_answers_that_reach_the_target():
+    # Ten answers by confidence: the top eight are right, the ninth wrong, the tenth right.
+    conf = np.array([0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.91, 0.90])
+    probs = np.stack([conf, 1 - conf], axis=1)
+    y = np.array([0] * 8 + [1, 0])
+    assert fit_review_threshold(probs, y, target=1.0) == pytest.approx(0.92)   # all right down to the eighth
+    assert fit_review_threshold(probs, y, target=0.9) == pytest.approx(0.90)   # 9 of 10 = 0.9 reaches it
+    assert fit_review_threshold(probs, np.full(10, 1), target=0.97) == 1.0     # never right: all reviewed
+    assert fit_review_threshold(probs, np.full(10, -1)) == 1.0                 # no labels: all reviewed

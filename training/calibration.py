@@ -197,13 +197,14 @@ class ReviewFit:
 def crossfit_review(logits: np.ndarray, y: np.ndarray, halves: np.ndarray, fit_rows: np.ndarray,
                     temperature: float) -> ReviewFit:
     """A head's review threshold fitted on `fit_rows` (the validation photos): each half judged by the
-    temperature and threshold fitted on the other half; what ships uses the shipped `temperature`."""
+    temperature (fitted on every labelled row, as the shipped `temperature` is) and the threshold fitted on
+    the other half; what ships uses the shipped `temperature`."""
     logits, y = np.asarray(logits, np.float64), np.asarray(y)
     probs, threshold = np.empty_like(logits), np.empty(len(y))
     for half in (False, True):
-        here, other = halves == half, (halves != half) & fit_rows
+        here, other = halves == half, halves != half
         t = fit_temperature(logits[other], y[other])
         probs[here] = softmax(logits[here], t)
-        threshold[here] = fit_review_threshold(softmax(logits[other], t), y[other])
+        threshold[here] = fit_review_threshold(softmax(logits[other & fit_rows], t), y[other & fit_rows])
     shipped = fit_review_threshold(softmax(logits[fit_rows], temperature), y[fit_rows])
     return ReviewFit(shipped, probs, threshold)

@@ -39,7 +39,8 @@ def multitask_loss(logits: dict[str, torch.Tensor], targets: dict[str, torch.Ten
                    label_smoothing: float = 0.0) -> torch.Tensor:
     """Weighted sum of per-head cross-entropy; photos with an unknown label skip that head only.
 
-    Each head's term is a weighted mean, normalised by the class weights of the photos in the batch, as PyTorch's own weighted mean is: class weights then shift the balance
+    Each head's term is a weighted mean, normalised by the class weights of the photos in the batch, as
+    PyTorch's own weighted mean is: class weights then shift the balance
     between classes without also scaling the head against the other heads.
     """
     total = logits[next(iter(logits))].new_zeros(())

@@ -266,8 +266,8 @@ def held_out_figures(spec, split: Split, result: EpochResult, config: ModelConfi
         config.review[h] = round(checked.min_confidence, 4)
         review[h] = {"min_confidence": config.review[h],
                      **{f"val_{kind}s": checked.figures(y, kinds == kind) for kind in KINDS if (kinds == kind).any()},
-                     "measured_on": "other half (cross-fit): temperature and threshold fitted on the validation "
-                                    "photos of one half, figures on the other half"}
+                     "measured_on": "other half (cross-fit): temperature fitted on the labelled validation pictures "
+                                    "of one half, threshold on its photos, figures on the other half"}
     probs = {h: softmax(result.logits[h], config.temperature[h]) for h in spec.heads}
     splits = {}
     for kind in KINDS:
