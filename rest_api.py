@@ -2,11 +2,13 @@
 
     POST /api/v1/car/predict              multipart field `image` -> rest_payload (cleanliness, damage, confidence)
     POST /api/v1/car/predict?format=mobile                         -> mobile_payload (car_condition ...)
+    POST /api/v1/car/inspect              fields `image` (1-8 photos of one car), optional `view` (one name each)
+                                          -> verdict, driver_note, photos (format=mobile: and car_condition)
     POST /api/v1/collectibles/predict     multipart field `image` -> label, confidence, probabilities
     POST /api/v1/collectibles/predict?ocr=1                        -> the same plus `text` (lines read on the item)
     GET  /api/v1/health                                            -> {"status": "ok", "models": {task: description}}
 
-Every answer is JSON (shapes in `inference.payloads`; a photo that is not of the task's kind is not
+Every answer is JSON (shapes in `inference.render`; a photo that is not of the task's kind is not
 judged). Input the user can fix gets a 4xx `{"error": message}`: the image's own problems with
 `ImageError.status` (400/413/415), a missing field 422, a body that is not multipart 415. The upload
 is limited while it is being read (`MAX_FILE_BYTES` plus a little multipart overhead): a larger body
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, AsyncIterator, Callable
+from typing import AsyncIterator
 
 import anyio
 from fastapi import APIRouter, Request
@@ -29,10 +31,12 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
+from inference.answer import analyze
 from inference.images import MAX_FILE_BYTES, ImageError
-from inference.ocr import text_answer
-from inference.payloads import mobile_payload, rest_payload
-from inference.predictor import Prediction, load_model
+from inference.messages import too_large
+from inference.predictor import load_model
+from inference.inspection import MAX_VIEWS, inspect_uploads, inspection_payload
+from inference.render import RENDERERS, mobile_payload
 from inference.tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,8 @@ MAX_BODY_BYTES = MAX_FILE_BYTES + MULTIPART_OVERHEAD
 DRAIN_LIMIT = 4 * MAX_BODY_BYTES
 REST_CONCURRENCY = int(os.environ.get("REST_CONCURRENCY", 2))
 
+# ?format= -> the renderer (inference.render.RENDERERS); "default" is the earlier systems' REST shape.
+FORMAT_RENDERERS = {"default": "rest", "json": "rest", "rest": "rest", "mobile": "mobile"}
 router = APIRouter(prefix=PREFIX, tags=["predict"])
 _limiter: anyio.CapacityLimiter | None = None
 _ready = True   # the app clears this while it warms up (example caching), so health says "starting"
@@ -64,9 +70,8 @@ class RequestError(Exception):
 
 
 class BodyTooLarge(RequestError):
-    def __init__(self) -> None:
-        super().__init__(f"The upload is too large (over {MAX_FILE_BYTES // (1024 * 1024)} MB). "
-                         "Please upload a smaller image.", 413)
+    def __init__(self, max_body: int = MAX_BODY_BYTES) -> None:
+        super().__init__(too_large(max_body - MULTIPART_OVERHEAD, "upload"), 413)
 
 
 def error_response(message: str, status: int) -> JSONResponse:
@@ -85,7 +90,7 @@ async def _limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
     async for chunk in request.stream():
         received += len(chunk)
         if received > limit:
-            raise BodyTooLarge()
+            raise BodyTooLarge(limit)
         yield chunk
 
 
@@ -101,45 +106,53 @@ async def _drain(request: Request, limit: int = DRAIN_LIMIT) -> None:
         pass
 
 
-async def read_image_field(request: Request) -> bytes:
-    """The bytes of the multipart field `image`, refusing bodies over the limit while reading."""
+async def read_photos(request: Request, max_files: int = 1) -> tuple[list[bytes], list[str]]:
+    """The bytes of each multipart field `image` (each read at most MAX_FILE_BYTES + 1: load_image answers 413
+    for a larger one) and the `view` text fields, refusing bodies over the limit while reading."""
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         raise RequestError(f"Send the photo as multipart/form-data in a field named '{FIELD}'.", 415)
+    max_body = max_files * MAX_FILE_BYTES + MULTIPART_OVERHEAD
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
-            too_large = int(declared) > MAX_BODY_BYTES
+            over_limit = int(declared) > max_body
         except ValueError:
             raise RequestError("Invalid Content-Length header.", 400) from None
-        if too_large:
-            raise BodyTooLarge()
-    parser = MultiPartParser(request.headers, _limited_stream(request, MAX_BODY_BYTES), max_files=1, max_fields=16)
+        if over_limit:
+            raise BodyTooLarge(max_body)
+    parser = MultiPartParser(request.headers, _limited_stream(request, max_body), max_files=max_files, max_fields=16)
     form = await parser.parse()
     try:
-        upload = form.get(FIELD)
-        if upload is None:
+        uploads = form.getlist(FIELD)
+        if not uploads:
             raise RequestError(f"Missing the multipart field '{FIELD}' with the photo.", 422)
-        if not isinstance(upload, UploadFile):
+        if not all(isinstance(upload, UploadFile) for upload in uploads):
             raise RequestError(f"The field '{FIELD}' must be a file upload, not text.", 422)
-        if upload.size is not None and upload.size > MAX_FILE_BYTES:
-            raise ImageError(f"The file is too large (over {MAX_FILE_BYTES // (1024 * 1024)} MB). "
-                             "Please upload a smaller image.", 413)
-        return await upload.read(MAX_FILE_BYTES + 1)
+        return [await upload.read(MAX_FILE_BYTES + 1) for upload in uploads], [str(v) for v in form.getlist("view")]
     finally:
         await form.close()   # spooled temporary files are removed here
 
 
-async def _run(request: Request, task: str, render: Callable[[Prediction], dict[str, Any]],
-               read_text: bool = False) -> JSONResponse:
+async def _answer(request: Request, task: str, fmt: str, formats: tuple[str, ...], read_text: bool = False,
+                  inspect: bool = False) -> JSONResponse:
+    """Read the upload(s), analyse them in a worker thread and render the answer (or the car's inspection) in the
+    asked format."""
+    renderer = FORMAT_RENDERERS.get((fmt or "default").lower())
+    if renderer not in [FORMAT_RENDERERS[f] for f in formats]:
+        await _drain(request)
+        return error_response(f"Unknown format: use {' or '.join(f'format={f}' for f in formats)}.", 400)
     try:
-        data = await read_image_field(request)
-        predictor = load_model(task)
-        prediction = await anyio.to_thread.run_sync(predictor.predict, data, limiter=limiter())
-        body = render(prediction)
-        if read_text:
-            body["text"] = await anyio.to_thread.run_sync(text_answer, data, limiter=limiter())
-        return JSONResponse(body)
+        photos, views = await read_photos(request, max_files=MAX_VIEWS if inspect else 1)
+        if inspect:
+            inspection = await anyio.to_thread.run_sync(lambda: inspect_uploads(task, photos, views), limiter=limiter())
+            body = inspection_payload(inspection, RENDERERS[renderer])
+            return JSONResponse({**body, **({"car_condition": mobile_payload(inspection.car)["car_condition"]}
+                                            if renderer == "mobile" else {})})
+        answer = await anyio.to_thread.run_sync(lambda: analyze(task, photos[0], read_text=read_text), limiter=limiter())
+        if answer.error is not None:
+            raise answer.error
+        return JSONResponse(RENDERERS[renderer](answer))
     except BodyTooLarge as err:
         await _drain(request)
         return error_response(err.message, err.status)
@@ -154,32 +167,21 @@ async def _run(request: Request, task: str, render: Callable[[Prediction], dict[
         return error_response("Internal error while processing the image. Please try again later.", 500)
 
 
-def _renderer(fmt: str, mobile: bool) -> Callable[[Prediction], dict[str, Any]] | None:
-    fmt = (fmt or "default").lower()
-    if fmt in ("default", "json", "rest"):
-        return rest_payload
-    if fmt == "mobile" and mobile:
-        return mobile_payload
-    return None
-
-
-async def _predict(request: Request, task: str, fmt: str, mobile: bool, read_text: bool = False) -> JSONResponse:
-    render = _renderer(fmt, mobile)
-    if render is None:
-        await _drain(request)
-        return error_response(f"Unknown format: use format=default{' or format=mobile' if mobile else ''}.", 400)
-    return await _run(request, task, render, read_text)
-
-
 @router.post("/car/predict", summary="Car cleanliness and damage (seed REST / mobile format)")
 async def car_predict(request: Request, format: str = "default") -> JSONResponse:
-    return await _predict(request, "car", format, mobile=True)
+    return await _answer(request, "car", format, ("default", "mobile"))
+
+
+@router.post("/car/inspect", summary="One car from up to 8 photos (fields `image`, optional `view` names): "
+                                      "the verdict, the driver note and each photo's answer")
+async def car_inspect(request: Request, format: str = "default") -> JSONResponse:
+    return await _answer(request, "car", format, ("default", "mobile"), inspect=True)
 
 
 @router.post("/collectibles/predict", summary="Collectible category: label, confidence, probabilities "
                                               "(ocr=1: and the text on the item)")
 async def collectibles_predict(request: Request, format: str = "default", ocr: bool = False) -> JSONResponse:
-    return await _predict(request, "collectibles", format, mobile=False, read_text=ocr)
+    return await _answer(request, "collectibles", format, ("default",), read_text=ocr)
 
 
 @router.get("/health", summary="Which checkpoint serves each task")

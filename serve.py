@@ -1,6 +1,6 @@
 """Launch the Space: options, queue, memory tuning, temporary output files and the REST routes.
 
-`app.py` builds the Gradio Blocks and calls `launch(build_demo)`. Queue: every event goes through
+`python serve.py` builds the Gradio Blocks of `app.py` and serves them. Queue: every event goes through
 Gradio's queue with at most QUEUE_CONCURRENCY (default 2, one per CPU core) running at once per event
 and at most QUEUE_MAX_SIZE (default 64) waiting; beyond that new requests are refused at once ("queue
 full") instead of waiting for minutes. Uploads above 20 MB are refused by Gradio (max_file_size) and
@@ -9,38 +9,27 @@ by the REST routes (`rest_api.py`), which are served by the same server.
 from __future__ import annotations
 
 import argparse
-import atexit
 import ctypes
-import hashlib
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
-import uuid
-from pathlib import Path
-from typing import Callable
 
-import gradio as gr
 
 import rest_api
-from scripts.fetch_examples import fetch as fetch_examples
+from app import build_demo
 from inference import load_model
+from inference.files import fetch_examples
 from inference.images import MAX_FILE_BYTES
 from inference.model import CheckpointError
-from inference.tasks import TASKS, present_examples
+from inference.tasks import TASKS
 
 QUEUE_CONCURRENCY = int(os.environ.get("QUEUE_CONCURRENCY", 2))
 QUEUE_MAX_SIZE = int(os.environ.get("QUEUE_MAX_SIZE", 64))
 TRIM_INTERVAL_S = 2.0
 DEFAULT_PORT = 7860
 DEFAULT_HOST = "0.0.0.0"
-OUTPUT_MAX_AGE_S = 3600
-ROOT = Path(__file__).resolve().parent
-# Gradio's temporary copies of uploads and results: checked every 10 min, removed after 1 h.
-DELETE_CACHE = (600, OUTPUT_MAX_AGE_S)
 
 PRIVACY_NOTE = ("Privacy: anyone with the share link can use this app and upload photos; those photos "
                 "travel through the share relay to this machine and are processed here. Share the link "
@@ -79,55 +68,6 @@ def tune_malloc(arenas: int = 2, trim_every_s: float = TRIM_INTERVAL_S) -> None:
     threading.Thread(target=trim_forever, name="malloc-trim", daemon=True).start()
 
 
-_output_dir: Path | None = None
-_output_lock = threading.Lock()
-
-
-def output_file(name: str, write: Callable[[Path], None]) -> str:
-    """A new file in this process's own temporary folder for Gradio to serve (uniquely named, so
-    concurrent requests never overwrite each other's); files older than an hour are pruned."""
-    global _output_dir
-    with _output_lock:
-        if _output_dir is None:
-            _output_dir = Path(tempfile.mkdtemp(prefix="space-outputs-"))
-            atexit.register(shutil.rmtree, _output_dir, ignore_errors=True)
-        now = time.time()
-        for old in _output_dir.iterdir():
-            if now - old.stat().st_mtime > OUTPUT_MAX_AGE_S:
-                shutil.rmtree(old, ignore_errors=True)
-        folder = _output_dir / uuid.uuid4().hex
-        folder.mkdir()
-    path = folder / name
-    write(path)
-    return str(path)
-
-
-def example_files(task: str) -> list[str]:
-    """Example images listed in examples/<task>/<manifest>.csv that are actually present."""
-    return [str(path) for path, _ in present_examples(task)]
-
-
-def examples_cache_folder(app_file: Path) -> Path:
-    """Cached example outputs keyed by the serving checkpoints, the app's code and the examples.
-
-    Gradio reuses an existing example cache as is; keying it means a new checkpoint (or a changed
-    handler) gets fresh outputs instead of stale ones.
-    """
-    key = hashlib.sha256()
-    key.update(Path(app_file).read_bytes())
-    for task in TASKS:
-        key.update(load_model(task).description.encode())
-        for path in example_files(task):
-            key.update(f"{path}:{os.path.getsize(path)}".encode())
-    base = ROOT / ".gradio" / "cached_examples"
-    folder = base / key.hexdigest()[:16]
-    if base.is_dir():   # other keys are stale; drop those unused for a day (another app may still use one)
-        for old in base.iterdir():
-            if old.is_dir() and old != folder and len(old.name) == 16 and time.time() - old.stat().st_mtime > 86400:
-                shutil.rmtree(old, ignore_errors=True)
-    return folder
-
-
 def preload_models() -> None:
     """Load both models before serving, so the first request is fast and a bad checkpoint stops here."""
     for task in TASKS:
@@ -141,7 +81,7 @@ def preload_models() -> None:
         print(f"* {predictor.description}", flush=True)
 
 
-def launch(build_demo: Callable[[], gr.Blocks], argv: list[str] | None = None) -> None:
+def launch(argv: list[str] | None = None) -> None:
     tune_malloc()
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -159,3 +99,7 @@ def launch(build_demo: Callable[[], gr.Blocks], argv: list[str] | None = None) -
     rest_api.set_ready(True)
     print("* Ready. REST: /api/v1/health, /api/v1/car/predict, /api/v1/collectibles/predict", flush=True)
     demo.block_thread()
+
+
+if __name__ == "__main__":
+    launch()

@@ -147,8 +147,7 @@ def odd_inputs(base: Image.Image) -> dict[str, tuple[bytes, str]]:
     """Unusual images that must be accepted: name -> (file bytes, upload filename).
 
     Decoded (first frame, EXIF orientation applied, transparency flattened onto white) each one
-    equals `base` (lossy formats: approximately), or `base` in greyscale for the grey/16-bit/float
-    variants. Transparent regions: `rgba_png` has its left third fully transparent and its middle
+    equals `base` (lossy formats: approximately), or `base` in greyscale for the grey variants. Transparent regions: `rgba_png` has its left third fully transparent and its middle
     third half transparent; `la_png` its left third; `palette_png_transparency` its top-left
     quadrant. In transparent pixels the stored colour is black, so flattening onto black or
     dropping alpha is detectable.
@@ -165,8 +164,6 @@ def odd_inputs(base: Image.Image) -> dict[str, tuple[bytes, str]]:
     )
     out["apng"] = (_save(base, "PNG", save_all=True, append_images=[inverted], duration=100), "animation.png")
     out["cmyk_jpeg"] = (_save(base.convert("CMYK"), "JPEG", quality=95), "print.jpg")  # Adobe-inverted CMYK
-    png16 = Image.fromarray(np.asarray(grey).astype(np.uint16) * 257)  # mode I;16
-    out["png16"] = (_save(png16, "PNG"), "scan16.png")
     out["greyscale_jpeg"] = (_save(grey, "JPEG", quality=95), "grey.jpg")
     out["bilevel_png"] = (_save(base.convert("1"), "PNG"), "bilevel.png")
 
@@ -202,10 +199,6 @@ def odd_inputs(base: Image.Image) -> dict[str, tuple[bytes, str]]:
 
     out["bmp"] = (_save(base, "BMP"), "photo.bmp")
     out["tiff"] = (_save(base, "TIFF"), "photo.tiff")
-    out["float_tiff"] = (
-        _save(Image.fromarray(np.asarray(grey).astype(np.float32) / 255.0, "F"), "TIFF"),
-        "float.tif",
-    )
     out["png_named_pdf"] = (_save(base, "PNG"), "document.pdf")  # content decides, not the name
     return out
 

@@ -1,7 +1,7 @@
 """Shared pieces of the benchmark and the load test: statistics, tables, example images, and the
 real app started as a subprocess on a free loopback port (with its resident memory).
 
-Pure helpers (`percentile`, `summarize`, `markdown_table`, `fmt_*`, `check_loopback`) have no
+Pure helpers (`latency_stats`, `fmt_*`, `check_loopback`) have no
 heavy imports, so the tests can exercise them cheaply.
 """
 from __future__ import annotations
@@ -16,10 +16,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 from urllib.parse import urlparse
 
-from inference.tasks import EXAMPLES_DIR as EXAMPLES, TASKS, present_examples
+import numpy as np
+
+from inference.files import EXAMPLES_DIR as EXAMPLES, present_examples
+from inference.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -34,22 +37,7 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 # Statistics and formatting (pure)
 # --------------------------------------------------------------------------------------------
 
-def percentile(values: Iterable[float], q: float) -> float:
-    """The q-th percentile (0..100) with linear interpolation between closest ranks (numpy's default).
-
-    NaN for no values.
-    """
-    data = sorted(float(v) for v in values)
-    if not data:
-        return math.nan
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile must be within 0..100, got {q}")
-    pos = (len(data) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
-
-
-def summarize(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> dict[str, Any]:
+def latency_stats(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> dict[str, Any]:
     """n, mean, p50, p95, p99, min, max of `values` times `scale` (e.g. 1000 for s -> ms)."""
     vals = [float(v) * scale for v in values]
     if not vals:
@@ -57,8 +45,9 @@ def summarize(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> d
     def r(x: float) -> float:
         return round(x, digits)
 
-    return {"n": len(vals), "mean": r(sum(vals) / len(vals)), "p50": r(percentile(vals, 50)),
-            "p95": r(percentile(vals, 95)), "p99": r(percentile(vals, 99)), "min": r(min(vals)), "max": r(max(vals))}
+    p50, p95, p99 = np.percentile(vals, [50, 95, 99])
+    return {"n": len(vals), "mean": r(sum(vals) / len(vals)), "p50": r(p50), "p95": r(p95), "p99": r(p99),
+            "min": r(min(vals)), "max": r(max(vals))}
 
 
 def fmt_num(value: float | None, digits: int = 1, suffix: str = "") -> str:
@@ -75,23 +64,6 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or denominator is None or denominator == 0:
         return None
     return round(numerator / denominator, 3)
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: Sequence[str] | None = None) -> str:
-    """A GitHub markdown table; cells are str()-ed and `|` escaped. align: 'l' or 'r' per column."""
-    def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    align = align or ["l"] + ["r"] * (len(headers) - 1)
-    if len(align) != len(headers):
-        raise ValueError("one alignment per column")
-    for row in rows:
-        if len(row) != len(headers):
-            raise ValueError(f"row {row!r} has {len(row)} cells, expected {len(headers)}")
-    sep = ["---:" if a == "r" else "---" for a in align]
-    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "| " + " | ".join(sep) + " |"]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def pass_fail(ok: bool | None) -> str:
@@ -120,7 +92,7 @@ def require_examples() -> dict[str, list[Path]]:
     found = {task: example_images(task) for task in TASK_NAMES}
     missing = [t for t, paths in found.items() if not paths]
     if missing:
-        raise SystemExit(f"no example images for {', '.join(missing)}: run `python scripts/fetch_examples.py` first")
+        raise SystemExit(f"no example images for {', '.join(missing)}: run `python -m inference.files` first")
     return found
 
 
@@ -180,14 +152,14 @@ def log_tail(path: Path, lines: int = 30) -> str:
 
 
 class AppProcess:
-    """`python app.py` on a free 127.0.0.1 port, its start-up timed, stopped by `stop()` / `with`.
+    """`python serve.py` on a free 127.0.0.1 port, its start-up timed, stopped by `stop()` / `with`.
 
     HF_HUB_OFFLINE defaults to 1 (the bundled or cached checkpoints serve; no Hub probe timeout
     counts towards start-up) unless the caller's environment sets it.
     """
 
     def __init__(self, log_path: Path | None = None, env: dict[str, str] | None = None,
-                 startup_timeout: float = 300.0, script: Path = ROOT / "app.py"):
+                 startup_timeout: float = 300.0, script: Path = ROOT / "serve.py"):
         self.script = Path(script)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -196,8 +168,10 @@ class AppProcess:
         self.log_path = Path(log_path) if log_path else self.tmp / "app.log"
         self.env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(self.port),
                     "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "GRADIO_ANALYTICS_ENABLED": "False",
-                    "GRADIO_TEMP_DIR": str(self.tmp / "gradio"), "PYTHONUNBUFFERED": "1", **(env or {})}
+                    "GRADIO_TEMP_DIR": str(self.tmp / "gradio"), "PYTHONUNBUFFERED": "1",
+                    "FLAG_DIR": str(self.tmp / "flagged"), **(env or {})}
         self.env.pop("SHARE", None)
+        self.flag_dir = Path(self.env["FLAG_DIR"])   # "Wrong answer?" flags land here, never in the repository
         self.proc: subprocess.Popen | None = None
         self.started_at: float | None = None
         self.first_answer_s: float | None = None   # first HTTP answer from /api/v1/health (any status)
@@ -215,7 +189,7 @@ class AppProcess:
         deadline = time.monotonic() + self.startup_timeout
         while True:
             if self.proc.poll() is not None:
-                message = f"app.py exited with code {self.proc.returncode} during start-up:\n{log_tail(self.log_path)}"
+                message = f"serve.py exited with code {self.proc.returncode} during start-up:\n{log_tail(self.log_path)}"
                 self.stop()
                 raise RuntimeError(message)
             try:
@@ -228,7 +202,7 @@ class AppProcess:
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                message = f"app.py not ready within {self.startup_timeout:.0f} s:\n{log_tail(self.log_path)}"
+                message = f"serve.py not ready within {self.startup_timeout:.0f} s:\n{log_tail(self.log_path)}"
                 self.stop()
                 raise RuntimeError(message)
             time.sleep(0.2)

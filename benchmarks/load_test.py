@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
-from benchmarks.common import ENDPOINTS, RESULTS, ROOT, TASK_NAMES, AppProcess, check_loopback, fmt_num, markdown_table, \
-    pid_listening_on, require_examples, rss_mb, summarize, write_json
+from benchmarks.common import ENDPOINTS, RESULTS, ROOT, TASK_NAMES, AppProcess, check_loopback, fmt_num, \
+    latency_stats, pid_listening_on, require_examples, rss_mb, write_json
+from inference.render import markdown_table
 
 from benchmarks import bad_inputs as bad_catalogue
 from inference.tasks import get_task
@@ -99,8 +100,10 @@ def _upload(workdir: Path, name: str, task: str | None, data: bytes, filename: s
 
 def normalize(task: str, payload: dict[str, Any], channel: str) -> dict[str, Any]:
     """{head: {"label", "probabilities"}, "in_domain"} from a gradio_client or REST payload (a photo
-    that was not judged: from its best guess)."""
+    that was not judged: from its best guess; a photo to retake: its quality problems)."""
     heads = get_task(task).head_names
+    if payload.get("status") == "retake":
+        return {"in_domain": None, "problems": payload["quality"]["problems"]}
     if not payload["in_domain"]:
         best = payload["best_guess"]
         answers = {heads[0]: best} if len(heads) == 1 else best
@@ -119,7 +122,7 @@ def compare(expected: dict[str, Any], got: dict[str, Any], tolerance: float = PR
     if expected["in_domain"] != got["in_domain"]:
         return f"in_domain {got['in_domain']} != {expected['in_domain']}"
     for head, e in expected.items():
-        if head == "in_domain":
+        if head in ("in_domain", "problems"):
             continue
         g = got.get(head)
         if g is None:
@@ -234,7 +237,7 @@ class Door:
         if req.kind == "bad":
             return "failed", None, "bad input was accepted"
         payload = result[0] if isinstance(result, (tuple, list)) else result
-        if req.gradcam:
+        if req.gradcam and payload.get("status") != "retake":   # a photo to retake is not judged: no heat maps
             overlays = result[1:]
             if len(overlays) != len(get_task(req.task).heads) or not all(overlays):
                 return "failed", None, f"expected {len(get_task(req.task).heads)} Grad-CAM overlay(s), got {overlays!r}"
@@ -423,8 +426,8 @@ def run_load_test(url: str, pid: int | None, clients: int = 8, requests: int = 4
         rejected = [o for o in outcomes if o.status == "rejected"]
         ok = [o for o in outcomes if o.status == "ok"]
         groups = sorted({o.group for o in outcomes})
-        latency = {"all": summarize([o.seconds for o in outcomes], 1000, 1),
-                   **{g: summarize([o.seconds for o in outcomes if o.group == g], 1000, 1) for g in groups}}
+        latency = {"all": latency_stats([o.seconds for o in outcomes], 1000, 1),
+                   **{g: latency_stats([o.seconds for o in outcomes if o.group == g], 1000, 1) for g in groups}}
         memory = memory_report(idle_before, [v for _, v in samples], idle_samples(pid), max_growth_mb) if pid else \
             {"pass": None, "reason": "app process not found: RSS not sampled"}
         step = max(1, len(samples) // 200)

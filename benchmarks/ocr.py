@@ -26,9 +26,10 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from benchmarks.common import RESULTS, markdown_table, write_json
+from benchmarks.common import RESULTS, write_json
+from inference.render import markdown_table
 from inference.ocr import read_text
-from inference.tasks import EXAMPLES_DIR
+from inference.files import EXAMPLES_DIR
 
 FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSans-Bold.ttf", "DejaVuSansMono.ttf", "STIXGeneral.ttf")
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     covers = [(EXAMPLES_DIR / "collectibles" / name, words) for name, words in KNOWN_COVERS.items()
               if (EXAMPLES_DIR / "collectibles" / name).is_file()]
     if not covers:
-        print("warning: the example covers are missing (python -m scripts.fetch_examples)", file=sys.stderr)
+        print("warning: the example covers are missing (python -m inference.files)", file=sys.stderr)
     result = {"n_rendered": len(cases), "engines": {name: measure(name, make, cases, covers)
                                                     for name, make in ENGINES.items()}}
     result["markdown"] = render_table(result)

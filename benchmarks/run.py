@@ -31,10 +31,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
+from inference.images import load_image
 from inference.tasks import get_task
 
 from benchmarks.common import ENDPOINTS, RESULTS, ROOT, TASK_NAMES, AppProcess, fmt_num, fmt_ratio, \
-    markdown_table, pass_fail, ratio, require_examples, summarize, write_json
+    latency_stats, pass_fail, ratio, require_examples, write_json
+from inference.render import markdown_table
 
 DEFAULT_OUT = RESULTS / "latest.json"
 B4_NAME = "efficientnet_b4"
@@ -45,6 +47,8 @@ TARGET_E2E_MS = 60.0
 TARGET_E2E_CAM_MS = 250.0
 TARGET_COLD_START_S = 10.0
 TARGET_RSS_BYTES = 1.2e9
+TARGET_PHONE_PHOTO_RATIO = 4.0   # predict() on a 12 MP JPEG vs on a 256 px one
+PHONE_PHOTO_SIZE = (4000, 3000)
 RSS_SETTLE_S = 3.0
 INTERLEAVE_BLOCK = 10
 MIB = 2**20
@@ -84,9 +88,9 @@ def time_calls(fn: Callable[[], Any], reps: int, warmup: int = 0) -> list[float]
 
 def model_timings(forward: Callable[[Any], Any], x1, x32, s: Settings, reps_b1: int, reps_b32: int) -> dict[str, Any]:
     """Batch-1 latency (ms per image) and batch-32 throughput (images/s) of one forward function."""
-    b1 = summarize(time_calls(lambda: forward(x1), reps_b1, s.warmup_b1), 1000)
+    b1 = latency_stats(time_calls(lambda: forward(x1), reps_b1, s.warmup_b1), 1000)
     b32_times = time_calls(lambda: forward(x32), reps_b32, 1)
-    b32 = summarize(b32_times, 1000)
+    b32 = latency_stats(b32_times, 1000)
     n = int(x32.shape[0])
     return {"batch1_ms": b1,
             "batch32": {"batch_ms": b32, "ms_per_image": round(b32["p50"] / n, 2),
@@ -125,8 +129,9 @@ def onnx_predictor(task: str, torch_source, workdir: Path):
 def batch_of(predictor, paths: list[Path], n: int):
     import torch
 
-    one = predictor.preprocess([paths[0]])
-    images = predictor.preprocess(paths)
+    photos = [load_image(p) for p in paths]
+    one = predictor.preprocess(photos[:1])
+    images = predictor.preprocess(photos)
     reps = -(-n // len(paths))
     return one, torch.cat([images] * reps)[:n].contiguous()
 
@@ -219,7 +224,7 @@ def bench_interleaved(examples: dict[str, list[Path]], s: Settings, workdir: Pat
         source = resolve_checkpoint(task)
         torch_pred = Predictor(source, "torch")
         onnx_pred = onnx_predictor(task, source, workdir)[0]
-        x1 = torch_pred.preprocess(examples[task][:1])
+        x1 = torch_pred.preprocess([load_image(examples[task][0])])
         forwards[f"{task}/torch"] = lambda p=torch_pred, x=x1: p.forward(x)
         forwards[f"{task}/onnx"] = lambda p=onnx_pred, x=x1: p.forward(x)
     x_b4 = torch.randn(1, 3, 224, 224)
@@ -235,7 +240,7 @@ def bench_interleaved(examples: dict[str, list[Path]], s: Settings, workdir: Pat
     for _ in range(turns):
         for name, fn in forwards.items():
             times[name] += time_calls(fn, INTERLEAVE_BLOCK, warmup=1)
-    return {name: summarize(t, 1000) for name, t in times.items()}
+    return {name: latency_stats(t, 1000) for name, t in times.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,7 +300,7 @@ def bench_app(examples: dict[str, list[Path]], s: Settings) -> dict[str, Any]:
                     t0 = time.perf_counter()
                     call(i)
                     times.append(time.perf_counter() - t0)
-                timings[label] = summarize(times, 1000)
+                timings[label] = latency_stats(times, 1000)
             timings["endpoints"] = {"gradio": plain, "gradio_gradcam": explained, "rest": f"/api/v1/{task}/predict"}
             per_task[task] = timings
         http.close()
@@ -307,6 +312,31 @@ def bench_app(examples: dict[str, list[Path]], s: Settings) -> dict[str, Any]:
     finally:
         app.stop()
         shutil.rmtree(downloads, ignore_errors=True)
+
+
+def bench_photo_sizes(examples: dict[str, list[Path]], s: Settings, workdir: Path) -> dict[str, Any]:
+    """`predict(task, path)` end to end in this process (read, decode, preprocess, model) on the same example
+    saved as a 256 px JPEG and as a 12 MP phone-sized JPEG (quality 92), timed in turns."""
+    from PIL import Image
+    from inference.predictor import predict
+
+    with Image.open(examples["car"][0]) as im:
+        photo = im.convert("RGB")
+    small, large = workdir / "photo_256.jpg", workdir / "photo_12mp.jpg"
+    photo.resize((256, 192)).save(small, quality=92)
+    photo.resize(PHONE_PHOTO_SIZE, Image.BICUBIC).save(large, quality=92)
+    times: dict[str, list[float]] = {"256 px": [], "12 MP": []}
+    for _ in range(s.warmup_b1):
+        predict("car", small), predict("car", large)
+    for _ in range(max(10, s.reps_b1 // 4)):
+        for name, path in (("256 px", small), ("12 MP", large)):
+            t0 = time.perf_counter()
+            predict("car", path)
+            times[name].append(time.perf_counter() - t0)
+    stats = {name: latency_stats(t, 1000) for name, t in times.items()}
+    return {"what": "predict('car', path), read + decode + preprocess + model, timed in turns", "ms": stats,
+            "bytes": {"256 px": small.stat().st_size, "12 MP": large.stat().st_size},
+            "ratio": ratio(stats["12 MP"]["p50"], stats["256 px"]["p50"])}
 
 
 COLD_START_CODE = r"""
@@ -411,6 +441,9 @@ def evaluate_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         rss = max(x for x in (r["app"]["rss_mb_ready"], r["app"].get("rss_mb_settled")) if x is not None)
         add(f"app RSS with both models loaded (max of ready / {RSS_SETTLE_S:.0f} s after the calls)", rss,
             round(TARGET_RSS_BYTES / MIB, 1), False, "MiB")
+    if "photo_sizes" in r:
+        add("predict() on a 12 MP phone JPEG vs a 256 px one, p50", r["photo_sizes"]["ratio"],
+            TARGET_PHONE_PHOTO_RATIO, False, "x")
     if "cold_start" in r:
         add("cold start: process start to first prediction", r["cold_start"]["spawn_to_result_s"],
             TARGET_COLD_START_S, False, "s")
@@ -472,6 +505,11 @@ def render_tables(r: dict[str, Any]) -> str:
         c = r["cold_start"]
         rows.append(["Cold start: new process to first prediction (import, load both models, predict)",
                      f"{fmt_num(c['spawn_to_result_s'], 2)} s"])
+    if "photo_sizes" in r:
+        ps = r["photo_sizes"]
+        rows.append(["predict('car', path): 256 px JPEG / 12 MP JPEG, p50 (ratio)",
+                     f"{fmt_num(ps['ms']['256 px']['p50'])} / {fmt_num(ps['ms']['12 MP']['p50'])} ms "
+                     f"({fmt_ratio(ps['ratio'])})"])
     if "app" in r:
         a = r["app"]
         cache = "example cache present" if a["example_cache_present_before_start"] else "examples cached at start"
@@ -540,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         with_b4_onnx = args.b4_onnx == "yes" or (args.b4_onnx == "auto" and not args.quick)
         section("reference", lambda: {B4_NAME: bench_b4(s, workdir, with_b4_onnx)})
         section("interleaved", lambda: bench_interleaved(examples, s, workdir))
+        section("photo_sizes", lambda: bench_photo_sizes(examples, s, workdir))
         if not args.skip_app:
             section("app", lambda: bench_app(examples, s))
     finally:

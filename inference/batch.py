@@ -21,11 +21,13 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, Union
 
 from PIL import Image
 
-from inference.images import IMAGE_EXTENSIONS, MAX_FILE_BYTES, ImageError, load_image, sniff_format
-from inference.ocr import text_answer
-from inference.messages import best_guess_text
-from inference.predictor import BATCH_SIZE, Prediction, load_model
-from inference.tasks import TaskSpec, get_task
+from inference.answer import Answer, analyze_photos
+from inference.images import IMAGE_EXTENSIONS, MAX_FILE_BYTES, ImageError, is_zip, load_image
+from inference.messages import megabytes, too_large
+from inference.predictor import BATCH_SIZE
+from inference.inspection import car_row
+from inference.render import batch_row
+from inference.tasks import get_task
 
 MAX_FILES = int(os.environ.get("BATCH_MAX_FILES", 500))
 MAX_TOTAL_BYTES = int(os.environ.get("BATCH_MAX_TOTAL_BYTES", 512 * 1024 * 1024))
@@ -63,7 +65,7 @@ def _head_bytes(content: Content, n: int = 8) -> bytes:
 
 
 def _is_zip(content: Content) -> bool:
-    return sniff_format(_head_bytes(content, 8)) == "ZIP"
+    return is_zip(_head_bytes(content, 8))
 
 
 def _skip_member(info: zipfile.ZipInfo) -> bool:
@@ -93,11 +95,10 @@ def _expand_zip(name: str, content: Content, budget: dict[str, int]) -> Iterator
                 yield _Item(label, error="Skipped: the file is encrypted.")
                 continue
             if info.file_size > MAX_FILE_BYTES:
-                yield _Item(label, error=f"The file is too large (over {MAX_FILE_BYTES // (1024 * 1024)} MB).")
+                yield _Item(label, error=too_large(MAX_FILE_BYTES))
                 continue
             if budget["bytes"] + info.file_size > MAX_TOTAL_BYTES:
-                raise BatchError(f"The archive is too large: at most {MAX_TOTAL_BYTES // (1024 * 1024)} MB "
-                                 "of images per batch.")
+                raise BatchError(f"The archive is too large: at most {megabytes(MAX_TOTAL_BYTES)} of images per batch.")
             try:
                 with archive.open(info) as member:
                     data = member.read(MAX_FILE_BYTES + 1)   # the header's size may lie
@@ -105,7 +106,7 @@ def _expand_zip(name: str, content: Content, budget: dict[str, int]) -> Iterator
                 yield _Item(label, error="The file could not be read from the archive (damaged or unsupported).")
                 continue
             if len(data) > MAX_FILE_BYTES:
-                yield _Item(label, error=f"The file is too large (over {MAX_FILE_BYTES // (1024 * 1024)} MB).")
+                yield _Item(label, error=too_large(MAX_FILE_BYTES))
                 continue
             budget["bytes"] += len(data)
             yield _Item(label, data)
@@ -127,38 +128,41 @@ def expand(items: Iterable[tuple[str, Content]]) -> list[_Item]:
     return out
 
 
-def columns(task: str | TaskSpec) -> list[str]:
-    """The CSV columns: a photo not judged (out of domain) has empty label columns and a `best_guess`;
-    a task that reads text has a `text` column (filled when asked to read it)."""
-    spec = get_task(task) if isinstance(task, str) else task
-    cols = ["file"]
-    for head in spec.head_names:
-        cols += [head, f"{head}_confidence", f"{head}_needs_review"]
-    return cols + ["needs_review", "in_domain", "ood_score", "best_guess", *(["text"] if spec.reads_text else []),
-                   "error"]
+def car_id_from_name(name: str) -> str:
+    """The car a photo belongs to, from its name: a `car_id__` file-name prefix, else the folder holding it
+    inside a ZIP archive (`fleet.zip/car_id/front.jpg`); "" when the name says nothing."""
+    path = PurePosixPath(name)
+    if "__" in path.name:
+        return path.name.split("__", 1)[0]
+    return path.parent.name if len(path.parts) > 2 else ""
 
 
-def _row(spec: TaskSpec, name: str, prediction: Prediction | None = None, error: str = "") -> dict[str, Any]:
-    row: dict[str, Any] = {c: "" for c in columns(spec)}
-    row["file"] = name
-    if prediction is not None:
-        if prediction.in_domain:
-            for head, p in prediction.heads.items():
-                row[head] = p.label
-                row[f"{head}_confidence"] = round(p.confidence, 4)
-                row[f"{head}_needs_review"] = p.needs_review
-            row["needs_review"] = prediction.needs_review
-        row["in_domain"] = prediction.in_domain
-        row["ood_score"] = "" if prediction.ood_score is None else round(prediction.ood_score, 4)
-        row["best_guess"] = best_guess_text(prediction)
-    row["error"] = error
-    return row
+def read_car_manifest(content: Content) -> dict[str, str]:
+    """A CSV `image,car_id` (image: a file name) -> file name -> car id."""
+    raw = bytes(content) if isinstance(content, (bytes, bytearray, memoryview)) else Path(content).read_bytes()
+    try:
+        rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
+    except (UnicodeDecodeError, csv.Error):
+        raise BatchError("The CSV could not be read: it needs the columns image,car_id (UTF-8).") from None
+    if not rows or not {"image", "car_id"} <= set(rows[0]):
+        raise BatchError("The CSV needs the columns image,car_id (one row per photo).")
+    return {PurePosixPath(r["image"]).name: r["car_id"].strip() for r in rows if r.get("image")}
+
+
+def car_ids(names: Sequence[str], manifest: dict[str, str] | None = None) -> list[str] | None:
+    """One car id per photo when the batch says which car each photo shows (a manifest, `car_id__` prefixes
+    or two or more folders in a ZIP); None when it does not."""
+    if manifest:
+        return [manifest.get(PurePosixPath(n).name, "") for n in names]
+    ids = [car_id_from_name(n) for n in names]
+    return ids if len(set(ids) - {""}) >= 2 or any("__" in PurePosixPath(n).name for n in names) else None
 
 
 @dataclass
 class BatchResult:
     rows: list[dict[str, Any]]                   # one per file, in input order (the CSV)
     thumbnails: dict[str, bytes] = field(default_factory=dict)   # file -> small JPEG, for a look on demand
+    cars: list[dict[str, Any]] = field(default_factory=list)     # one row per car, when cars are known
 
 
 def _thumbnail(image: Image.Image) -> bytes:
@@ -169,45 +173,53 @@ def _thumbnail(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def _answers(task: str, chunk: Sequence[_Item], read_text: bool) -> list[Answer]:
+    """One Answer per item: the readable ones decoded and analysed together, the others with their error."""
+    answers: list[Answer | None] = []
+    photos = []
+    for item in chunk:
+        try:
+            if item.error is not None:
+                raise ImageError(item.error)
+            photos.append(load_image(item.data))
+            answers.append(None)
+        except ImageError as err:
+            answers.append(Answer(task, error=err))
+    analysed = iter(analyze_photos(task, photos, read_text=read_text))
+    return [answer or next(analysed) for answer in answers]
+
+
 def predict_files(task: str, items: Sequence[tuple[str, Content]],
                   on_progress: Callable[[int, int], None] | None = None, read_text: bool = False) -> BatchResult:
     """One row per file (archives expanded), in input order; unusable files carry an `error`.
 
+    A CSV `image,car_id` among the items, `car_id__` file-name prefixes or car folders in a ZIP say which
+    car each photo shows: the rows then get a `car_id` and `cars` one verdict per car (inference.inspection).
     `on_progress(done, total)` is called after every chunk of photos. With `read_text` (tasks that read
     text), the `text` column holds the text read on each photo (an OCR problem is noted there).
     """
     spec = get_task(task)
-    read_text = read_text and spec.reads_text
-    predictor = load_model(task)
-    expanded = expand(items)
+    manifests = [content for name, content in items if str(name).lower().endswith(".csv")]
+    expanded = expand([(name, content) for name, content in items if not str(name).lower().endswith(".csv")])
     if not expanded:
         raise BatchError("No files to process. Upload images or a ZIP archive of images.")
     result = BatchResult([])
     for start in range(0, len(expanded), BATCH_SIZE):
         chunk = expanded[start:start + BATCH_SIZE]
-        slots: list[dict[str, Any] | None] = []
-        images, positions = [], []
-        for item in chunk:
-            if item.error is not None:
-                slots.append(_row(spec, item.name, error=item.error))
-                continue
-            try:
-                images.append(load_image(item.data))
-            except ImageError as err:
-                slots.append(_row(spec, item.name, error=err.message))
-                continue
-            positions.append(len(slots))
-            slots.append(None)
-        if images:
-            for pos, image, prediction in zip(positions, images, predictor.predict_batch(images)):
-                slots[pos] = _row(spec, chunk[pos].name, prediction)
-                if read_text:
-                    found = text_answer(image)
-                    slots[pos]["text"] = found["text"] or (f"({found['error']})" if "error" in found else "")
-                result.thumbnails[chunk[pos].name] = _thumbnail(image)
-        result.rows.extend(slot for slot in slots if slot is not None)
+        for item, answer in zip(chunk, _answers(task, chunk, read_text)):
+            result.rows.append(batch_row(item.name, answer))
+            if answer.photo is not None:
+                result.thumbnails[item.name] = _thumbnail(answer.photo)
         if on_progress is not None:
             on_progress(start + len(chunk), len(expanded))
+    ids = car_ids([row["file"] for row in result.rows], read_car_manifest(manifests[0]) if manifests else None)
+    if ids is not None:
+        for row, car_id in zip(result.rows, ids):
+            row["car_id"] = car_id
+        by_car: dict[str, list[dict[str, Any]]] = {}
+        for row in result.rows:
+            by_car.setdefault(row["car_id"] or "(no car id)", []).append(row)
+        result.cars = [car_row(spec, car_id, rows) for car_id, rows in by_car.items()]
     return result
 
 

@@ -6,11 +6,11 @@ from functools import lru_cache
 from itertools import accumulate
 from typing import Any
 
-import matplotlib
 import numpy as np
 import torch
 from PIL import Image
 from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
@@ -60,33 +60,25 @@ class Explainer:
         """Heat maps of one head's classes, one per image in the batch."""
         return self.cams(batch, [(head, i) for i in class_indices])
 
-    def overlays(self, image: Any, labels: dict[str, str]) -> dict[str, Image.Image]:
-        """One heat map per head (for its given label), blended over the upright photo.
+    def overlays(self, photo: Image.Image, labels: dict[str, str]) -> dict[str, Image.Image]:
+        """One heat map per head (for its given label) blended over the decoded, upright photo.
 
         The photo is preprocessed once and all heads come from one forward and backward pass.
         """
-        photo = load_image(image)
         spec = self.predictor.spec
         x = self.predictor.preprocess([photo])
         heats = self.cams(x.repeat(len(labels), 1, 1, 1),
                           [(head, spec.label_index(head, label)) for head, label in labels.items()])
         return {head: blend(photo, heat) for head, heat in zip(labels, heats)}
 
-    def overlay(self, image: Any, head: str, label: str | None = None) -> tuple[Image.Image, str]:
-        """Heat map for `label` (default: the predicted one) blended over the upright photo."""
-        photo = load_image(image)
-        if label is None:
-            label = self.predictor.predict(photo).heads[head].label
-        return self.overlays(photo, {head: label})[head], label
 
-
-def blend(photo: Image.Image, heat: np.ndarray, alpha: float = 0.45) -> Image.Image:
-    photo = photo.copy()
-    photo.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE))
-    heat_img = Image.fromarray(np.uint8(heat * 255)).resize(photo.size, Image.BILINEAR)
-    colours = matplotlib.colormaps["jet"](np.asarray(heat_img) / 255.0)[..., :3]
-    mixed = (1 - alpha) * np.asarray(photo, np.float32) / 255 + alpha * colours
-    return Image.fromarray(np.uint8(np.clip(mixed, 0, 1) * 255))
+def blend(photo: Image.Image, heat: np.ndarray, photo_weight: float = 0.55) -> Image.Image:
+    """The heat map in the jet colours over the photo, at most OVERLAY_MAX_SIDE pixels (grad-cam's blend)."""
+    small = photo.copy()
+    small.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE))
+    mask = np.asarray(Image.fromarray(heat.astype(np.float32), "F").resize(small.size, Image.BILINEAR))
+    return Image.fromarray(show_cam_on_image(np.asarray(small, np.float32) / 255, mask.clip(0, 1), use_rgb=True,
+                                             image_weight=photo_weight))
 
 
 @lru_cache(maxsize=None)
@@ -100,4 +92,6 @@ def explain(task: str, image: Any, head: str | None = None, label: str | None = 
     head = head or predictor.spec.head_names[0]
     if head not in predictor.spec.heads:
         raise ValueError(f"unknown head {head!r} for task {task!r}; expected one of {', '.join(predictor.spec.heads)}")
-    return explainer_for(predictor).overlay(image, head, label)[0]
+    photo = load_image(image)
+    label = label or predictor.predict_photos([photo])[0].heads[head].label
+    return explainer_for(predictor).overlays(photo, {head: label})[head]

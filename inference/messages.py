@@ -1,14 +1,38 @@
 """Every sentence a person reads about an answer, built from the task spec (inference.tasks): display
-names of labels, "not judged", "unsure - please check", and the driver note of the car task.
-
-Renderers (UI markdown, client JSON, REST, mobile, batch rows) take their wording from here only.
+names of labels, upload problems, "not judged", "please retake", "unsure - please check" and the car
+task's driver note. Renderers (inference.render) take their wording from here only.
 """
 from __future__ import annotations
 
-from inference.predictor import HeadPrediction, Prediction
+from typing import TYPE_CHECKING
+
+from inference.quality import MIN_SIDE
 from inference.tasks import UNSURE, get_task
 
+if TYPE_CHECKING:
+    from inference.answer import Answer
+    from inference.predictor import HeadPrediction, Prediction
+
+PLEASE_UPLOAD = "Please upload a photo (JPEG, PNG or WebP)."
 UNSURE_TITLE = "Unsure - please check"
+BEST_GUESS = "Best guess only (not an answer)"
+# What a photo that fails the quality check (inference.quality) is told, per problem.
+RETAKE_ADVICE = {
+    "too_small": f"too small: send the photo itself, at least {MIN_SIDE} pixels on the shorter side, not a thumbnail "
+                 "or a cut-out",
+    "too_dark": "too dark: turn on a light or move into daylight",
+    "too_bright": "too bright: avoid direct sun, flash glare or a bright lamp behind the subject",
+    "washed_out": "washed out: wipe the lens and do not shoot against the light",
+    "blurred": "blurred: hold the phone still and tap the subject to focus",
+}
+
+
+def megabytes(n_bytes: int) -> str:
+    return f"{n_bytes / 2**20:.3g} MB" if n_bytes >= 2**20 else f"{max(1, round(n_bytes / 1024))} KB"
+
+
+def too_large(max_bytes: int, what: str = "file") -> str:
+    return f"The {what} is too large (over {megabytes(max_bytes)}). Please upload a smaller image."
 
 
 def display_label(label: str) -> str:
@@ -26,31 +50,60 @@ def review_text(head: HeadPrediction) -> str:
 
 
 def best_guess_text(prediction: Prediction) -> str:
-    """One line naming the model's labels for a photo that was not judged ("" when it was judged)."""
+    """The model's labels for a photo that was not judged, one line ("" when it was judged)."""
     if prediction.in_domain:
         return ""
     return "; ".join(f"{h} {display_label(p.label)} ({p.confidence:.0%})" for h, p in prediction.heads.items())
 
 
-def note_lines(prediction: Prediction) -> list[str]:
+def retake_text(problems: tuple[str, ...]) -> str:
+    """"Please retake the photo: <advice>; <advice>." for the quality check's problems."""
+    return "Please retake the photo: " + "; ".join(RETAKE_ADVICE[p] for p in problems) + "."
+
+
+def headline(answer: Answer) -> str:
+    """Why an answer is not an automatic one, in one sentence ("" for an automatic answer)."""
+    spec = get_task(answer.task)
+    if answer.status == "unreadable":
+        return answer.error.message
+    if answer.status == "retake":
+        return retake_text(answer.quality.problems)
+    if answer.status == "not_judged":
+        return spec.ood_message
+    unsure = [p for p in answer.prediction.heads.values() if p.needs_review]
+    if len(spec.heads) == 1 and unsure:
+        return review_text(unsure[0])
+    return ""
+
+
+def note_lines(answer: Answer) -> list[str]:
     """The driver note, a line each: the most serious head first, an unsure head as "a person should
     look", and the all-clear sentence only when every head is sure it is in the good state."""
-    spec = get_task(prediction.task)
-    if not prediction.in_domain:
-        return [f"{spec.ood_message} Please upload a photo of the whole car."]
-    heads = prediction.heads
+    spec = get_task(answer.task)
+    if answer.status != "judged":
+        return [headline(answer) + ("" if answer.status == "retake" else " Please upload a photo of the whole car.")]
+    heads = answer.prediction.heads
     lines = [spec.messages[h][UNSURE if heads[h].needs_review else heads[h].label] for h in spec.note_order]
     if all(not heads[h].needs_review and heads[h].label == good for h, good in spec.all_clear_labels.items()):
         lines.insert(0, spec.all_clear)
     return lines
 
 
-def driver_note(prediction: Prediction) -> str:
+def driver_note(answer: Answer) -> str:
     """The driver note as one paragraph (the mobile payload's display_message)."""
-    return " ".join(note_lines(prediction))
+    return " ".join(note_lines(answer))
 
 
-def safety_warning(prediction: Prediction) -> bool:
+def safety_warning(answer: Answer) -> bool:
     """Whether the answer warns about safety: a judged photo whose damage head is sure it is damaged."""
-    damage = prediction.heads.get("damage")
-    return bool(prediction.in_domain and damage and not damage.needs_review and damage.label == "damaged")
+    damage = answer.prediction.heads.get("damage") if answer.status == "judged" else None
+    return bool(damage and not damage.needs_review and damage.label == "damaged")
+
+
+def bars_title(answer: Answer, head: str) -> str:
+    """The title over a head's confidence bars: a best guess for a photo not judged, "unsure" with the two
+    likeliest labels for a head that needs review, else the head's name."""
+    p = answer.prediction.heads[head]
+    if answer.status == "not_judged":
+        return f"{head_title(head)}: best guess only, not judged"
+    return f"{head_title(head)}: {review_text(p)}" if p.needs_review else head_title(head)

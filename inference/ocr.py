@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from inference.images import ImageError, load_image
+from PIL import Image
 
 log = logging.getLogger(__name__)
 ROW_OVERLAP = 0.5   # two boxes are on one line when they overlap by this share of the smaller height
@@ -95,15 +94,15 @@ def reading_order(lines: list[TextLine]) -> list[TextLine]:
     return [line for row in rows for line in sorted(row, key=lambda item: min(p[0] for p in item.box))]
 
 
-def read_text(image: Any) -> ReadText:
-    """The text lines in a photo (any input `load_image` takes), in reading order with a confidence each.
+def read_text(photo: Image.Image) -> ReadText:
+    """The text lines in a decoded RGB photo, in reading order with a confidence each.
 
-    Raises OcrUnavailable without the engine, and `inference.images.ImageError` for a photo that cannot
-    be decoded.
+    Raises OcrUnavailable without the engine.
     """
-    photo = np.asarray(load_image(image))[:, :, ::-1]   # RapidOCR takes BGR arrays, as OpenCV does
+    engine = _get_engine()
+    bgr = np.asarray(photo)[:, :, ::-1]   # RapidOCR takes BGR arrays, as OpenCV does
     with _engine_lock:
-        result = _get_engine()(photo)
+        result = engine(bgr)
     if not result.txts:
         return ReadText([])
     lines = [TextLine(text.strip(), float(score), tuple((int(x), int(y)) for x, y in box))
@@ -111,15 +110,13 @@ def read_text(image: Any) -> ReadText:
     return ReadText(reading_order(lines))
 
 
-def text_answer(image: Any) -> dict[str, Any]:
+def text_answer(photo: Image.Image) -> dict[str, Any]:
     """The `text` field of an answer: the lines read ({"lines", "text"}), never an exception. A photo the
     engine cannot read, or no engine here, gives no lines and an `error` saying so."""
     try:
-        return read_text(image).to_dict()
+        return read_text(photo).to_dict()
     except OcrUnavailable as err:
         return {"lines": [], "text": "", "error": str(err)}
-    except ImageError as err:
-        return {"lines": [], "text": "", "error": err.message}
     except Exception:   # the engine failed on this photo: the rest of the answer still stands
         log.exception("OCR failed on a photo")
         return {"lines": [], "text": "", "error": "The text on this photo could not be read."}

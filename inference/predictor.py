@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from inference.hub import CheckpointSource, resolve_checkpoint
 from inference.images import load_image
@@ -132,8 +133,9 @@ class Predictor:
             log.warning("%s: cannot load ONNX model (%s); using torch", path, err)
             return None
 
-    def preprocess(self, images: Sequence[Any]) -> torch.Tensor:
-        return torch.stack([self.transform(load_image(image)) for image in images])
+    def preprocess(self, photos: Sequence[Image.Image]) -> torch.Tensor:
+        """Decoded RGB photos -> the model's input batch (timm's eval transform)."""
+        return torch.stack([self.transform(photo) for photo in photos])
 
     def forward(self, batch: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Pooled features and raw logits per head for a preprocessed batch."""
@@ -147,10 +149,11 @@ class Predictor:
             logits = self.model.classify(features)
         return features.numpy(), {h: v.numpy() for h, v in logits.items()}
 
-    def predict_batch(self, images: Sequence[Any]) -> list[Prediction]:
+    def predict_photos(self, photos: Sequence[Image.Image]) -> list[Prediction]:
+        """Decoded RGB photos (inference.images.load_image) -> one Prediction each, in chunks of BATCH_SIZE."""
         results: list[Prediction] = []
-        for start in range(0, len(images), BATCH_SIZE):
-            features, logits = self.forward(self.preprocess(images[start:start + BATCH_SIZE]))
+        for start in range(0, len(photos), BATCH_SIZE):
+            features, logits = self.forward(self.preprocess(photos[start:start + BATCH_SIZE]))
             probs = {h: softmax(logits[h], self.config.temperature.get(h, 1.0)) for h in self.config.heads}
             scores = self.ood_scores(logits)
             for i in range(len(features)):
@@ -182,6 +185,10 @@ class Predictor:
         if score is None:
             return True
         return bool(logits[DOMAIN_OUTPUT] >= self.config.ood["min_logit"])
+
+    def predict_batch(self, images: Sequence[Any]) -> list[Prediction]:
+        """Undecoded images (paths, bytes, PIL images): decoded here, then predicted."""
+        return self.predict_photos([load_image(image) for image in images])
 
     def predict(self, image: Any) -> Prediction:
         return self.predict_batch([image])[0]

@@ -5,13 +5,11 @@ entry in TASKS and nothing else.
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_CHECKPOINTS = REPO_ROOT / "checkpoints"
-EXAMPLES_DIR = REPO_ROOT / "examples"
 DEFAULT_ARCHITECTURE = "tf_efficientnet_lite1"
 UNSURE = "unsure"   # the message key of an answer that needs review
 
@@ -43,12 +41,6 @@ class TaskSpec:
     all_clear_labels: dict[str, str] = field(default_factory=dict)
     batch_actions: tuple[BatchAction, ...] = ()
     reads_text: bool = False   # answers may carry the text on the item (inference.ocr)
-    # For the model card: who it is for, what to watch for, and the system it replaces
-    # (../shared/docs/SEEDS.md: accuracy on that system's own validation split).
-    intended_use: str = ""
-    limitations: tuple[str, ...] = ()
-    earlier_system: str = ""
-    earlier_accuracy: dict[str, float] = field(default_factory=dict)
 
     @property
     def head_names(self) -> tuple[str, ...]:
@@ -74,17 +66,6 @@ COLLECTIBLES = TaskSpec(
     hub_repo="image-understanding-space/collectibles-classifier",
     ood_message="Not judged: this does not look like a photo of a book, coin, drumstick, stamp or vinyl record.",
     reads_text=True,
-    intended_use=(
-        "Collectors and resellers sorting phone photos of their items into books, coins, drumsticks, stamps "
-        "and vinyl records, for example before listing them for sale or cataloguing a collection. The model "
-        "answers one of the five categories and says when a photo does not look like any of them."),
-    limitations=(
-        "Flat printed art is confusable: book covers, album sleeves and stamps that show a portrait or lettering.",
-        "Most drumstick pictures are small (64 px) ImageNet photos; few sharp photos of sticks were available.",
-        "One item per photo is assumed: a photo with several kinds of items gets one answer.",
-    ),
-    earlier_system="Keras CNN + Flask app (3 conv layers, 224 px, 20 epochs)",
-    earlier_accuracy={"category": 0.75},
 )
 
 CAR = TaskSpec(
@@ -115,21 +96,6 @@ CAR = TaskSpec(
     all_clear_labels={"damage": "intact", "cleanliness": "clean"},
     batch_actions=(BatchAction("needs_a_wash", "Needs a wash", "cleanliness", ("slightly_dirty", "very_dirty")),
                    BatchAction("check_for_damage", "Check for damage", "damage", ("damaged",))),
-    intended_use=(
-        "Fleet operators of a ride-hailing service checking the phone photos drivers send: is the car clean, "
-        "slightly dirty or very dirty (a reminder to wash it), and is there visible damage (a reason to have the "
-        "car inspected). It supports people; it does not replace an inspection, and a `damaged` answer should "
-        "be confirmed by a person."),
-    limitations=(
-        "Shadows can be taken for dirt, and dirt in shadow can be missed (a known failure of the earlier system).",
-        "Small or distant scratches and dents are easy to miss; photograph damage from close by.",
-        "`slightly_dirty` has few photos and one person's judgement behind it, so it is the least reliable label; "
-        "cleanliness is ordinal (clean < slightly_dirty < very_dirty) and most errors are between neighbours.",
-        "Almost all photos of damaged cars come from one source (salvage lots): damage in other settings is "
-        "measured on few photos.",
-    ),
-    earlier_system="EfficientNet-B4 multi-task + Streamlit app (224 px, 15 epochs)",
-    earlier_accuracy={"cleanliness": 0.873, "damage": 0.912},
 )
 
 # Safety level reported to the mobile app for each damage label (seed format); UNSURE: a person checks.
@@ -143,22 +109,3 @@ def get_task(name: str) -> TaskSpec:
         return TASKS[name]
     except KeyError:
         raise ValueError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}") from None
-
-
-def example_manifest(task: str) -> list[dict[str, str]]:
-    """Rows of examples/<task>/<manifest>.csv (image file name, expected labels, source); [] if none.
-
-    Only plain file names count (never a path). The images themselves are not in git:
-    scripts/fetch_examples.py puts them in place.
-    """
-    manifests = sorted((EXAMPLES_DIR / task).glob("*.csv"))
-    if not manifests:
-        return []
-    with manifests[0].open(newline="") as f:
-        return [row for row in csv.DictReader(f) if row.get("image") and "/" not in row["image"]]
-
-
-def present_examples(task: str) -> list[tuple[Path, dict[str, str]]]:
-    """(image path, manifest row) for the example images that are actually on disk."""
-    folder = EXAMPLES_DIR / task
-    return [(folder / row["image"], row) for row in example_manifest(task) if (folder / row["image"]).is_file()]

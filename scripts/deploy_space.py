@@ -23,7 +23,7 @@ from training.publish import PublishError, describe, hub_error
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE_FILES = ["app.py", "serve.py", "rest_api.py", "requirements.txt", "README.md", "inference/*.py",
-               "examples/*/*.csv", "scripts/__init__.py", "scripts/fetch_examples.py"]
+               "examples/*/*.csv"]
 CHECKPOINT_FILES = ["checkpoints/*/*"]
 
 
@@ -36,8 +36,8 @@ def space_files(with_checkpoints: bool) -> list[Path]:
 def check_space_card() -> SpaceCard:
     """The README's YAML header must be a valid Spaces header (sdk, app_file): huggingface_hub parses it."""
     card = SpaceCard.load(ROOT / "README.md")
-    if card.data.sdk != "gradio" or card.data.app_file != "app.py":
-        raise PublishError("README.md: the Spaces header needs sdk: gradio and app_file: app.py")
+    if card.data.sdk != "gradio" or card.data.app_file != "serve.py":
+        raise PublishError("README.md: the Spaces header needs sdk: gradio and app_file: serve.py")
     return card
 
 

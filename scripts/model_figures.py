@@ -12,6 +12,7 @@ import json
 import sys
 
 from inference.tasks import TASKS
+from training.model_card import CARD_TEXT
 
 
 def pct(x: float | None) -> str:
@@ -28,7 +29,7 @@ def figures_table() -> str:
         photos, scans = figures["splits"]["val_photos"]["heads"], figures["splits"]["val_scans"]["heads"]
         for head in spec.heads:
             recall = min((c["recall"], label) for label, c in photos[head]["per_class"].items() if c["support"])
-            lines.append(f"| {task} / {head} | {pct(spec.earlier_accuracy.get(head))} | "
+            lines.append(f"| {task} / {head} | {pct(CARD_TEXT[task].earlier_accuracy.get(head))} | "
                          f"{pct(photos[head]['accuracy'])} (n={photos[head]['n']}) | {recall[1]} {recall[0]:.2f} | "
                          f"{pct(scans[head]['accuracy'])} |")
         ood = figures["ood"]

@@ -11,4 +11,4 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install --disable-pip-version-check -q -e ".${EXTRAS:+[$EXTRAS]}"
   touch "$stamp"
 fi
-.venv/bin/python -m scripts.fetch_examples
+.venv/bin/python -m inference.files

@@ -19,10 +19,15 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from benchmarks.bad_inputs import REJECTIONS, bad_inputs, odd_inputs, oversize_bytes
-from inference.batch import columns, predict_files, rows_to_csv
-from inference.batch_report import SUMMARY_COLUMNS, label_chart, summarize, summary_rows
+from inference.batch import predict_files, rows_to_csv
+from inference.batch_report import SUMMARY_COLUMNS, batch_summary, label_chart, summary_rows
 from inference.images import MAX_FILE_BYTES
+from inference.answer import Answer
+from inference.flags import read_flags
+from inference.messages import display_label
 from inference.predictor import HeadPrediction, Prediction
+from inference.quality import Quality
+from inference.render import batch_columns, ui_markdown
 from inference.tasks import SAFETY_LEVELS, UNSURE, get_task
 from support import generated_photos, require
 
@@ -69,8 +74,14 @@ def check_head(head: dict, labels: tuple[str, ...], min_confidence: float | None
 
 
 def check_domain(payload: dict, task) -> None:
-    """in_domain and ood_score always; a photo not judged has null labels and its labels only as a best guess."""
-    assert isinstance(payload["in_domain"], bool)
+    """status, in_domain and ood_score always; a photo not judged has null labels and its labels only as a
+    best guess; a photo to retake (failed the quality check) has no labels at all and says what to fix."""
+    assert payload["status"] in ("judged", "not_judged", "retake")
+    assert payload["quality"]["ok"] is (payload["status"] != "retake")
+    if payload["status"] == "retake":
+        assert payload["in_domain"] is None and payload["message"].startswith("Please retake the photo: ")
+        return
+    assert isinstance(payload["in_domain"], bool) and payload["in_domain"] is (payload["status"] == "judged")
     assert payload["ood_score"] is None or isinstance(payload["ood_score"], float)
     if payload["in_domain"]:
         assert "message" not in payload and "best_guess" not in payload
@@ -81,6 +92,9 @@ def check_domain(payload: dict, task) -> None:
 def check_collectible(payload: dict) -> None:
     assert {"label", "confidence", "probabilities", "in_domain", "ood_score"} <= set(payload)
     check_domain(payload, COLLECTIBLES)
+    if payload["status"] == "retake":
+        assert payload["label"] is payload["confidence"] is payload["probabilities"] is None
+        return
     answer = payload if payload["in_domain"] else payload["best_guess"]
     if payload["in_domain"]:
         check_head({k: answer[k] for k in ("label", "confidence", "probabilities", "needs_review")},
@@ -95,6 +109,9 @@ def check_collectible(payload: dict) -> None:
 def check_car(payload: dict) -> None:
     assert {"cleanliness", "damage", "in_domain", "ood_score"} <= set(payload)
     check_domain(payload, CAR)
+    if payload["status"] == "retake":
+        assert payload["cleanliness"] is payload["damage"] is None
+        return
     for head, labels in CAR.heads.items():
         check_head(payload[head] if payload["in_domain"] else payload["best_guess"][head], labels,
                    review_threshold("car", head))
@@ -195,11 +212,13 @@ def test_client_oversize_upload_is_refused(client, tmp_path):
 def check_rest_car(body: dict) -> None:
     """The seed REST format: labels at the top, confidences per head, plus probabilities and in_domain."""
     check_domain(body, CAR)
-    if not body["in_domain"]:
+    if body["status"] != "judged":
         assert body["cleanliness"] is body["damage"] is body["confidence"] is body["probabilities"] is None
+        assert body["head_needs_review"] is None and body["needs_review"] is False
+    if body["status"] == "not_judged":
         for head in CAR.heads:
             check_head(body["best_guess"][head], CAR.heads[head], review_threshold("car", head))
-        assert body["head_needs_review"] is None and body["needs_review"] is False
+    if body["status"] != "judged":
         return
     assert set(body["confidence"]) == {"cleanliness", "damage"}
     for head in CAR.heads:
@@ -261,7 +280,7 @@ def test_the_text_on_a_collectible_through_rest_client_and_batch(app_url, client
     rows = predict_files("collectibles", [(cover.name, cover.read_bytes()),
                                           ("blank.png", blank_png())], read_text=True).rows
     assert "ROAD" in rows[0]["text"].upper() and rows[1]["text"] == ""
-    assert "text" in columns("collectibles") and "text" not in columns("car")
+    assert "text" in batch_columns(COLLECTIBLES) and "text" not in batch_columns(CAR)
     assert predict_files("collectibles", [(cover.name, cover.read_bytes())]).rows[0]["text"] == ""
 
 
@@ -353,20 +372,21 @@ def best_guess_of(payload: dict, task) -> dict:
 def test_rest_does_not_judge_a_photo_of_the_wrong_kind(app_url, wrong_kind):
     for path in wrong_kind["car"]:
         body = rest_post(app_url, "car", path.read_bytes(), path.name).json()
-        assert set(body) == {"cleanliness", "damage", "confidence", "probabilities", "head_needs_review",
-                             "in_domain", "ood_score", "needs_review", "message", "best_guess"}, path.name
+        assert set(body) == {"cleanliness", "damage", "confidence", "probabilities", "head_needs_review", "status",
+                             "in_domain", "ood_score", "needs_review", "quality", "message", "best_guess"}, path.name
         assert (body["in_domain"], body["message"]) == (False, CAR.ood_message)
         check_rest_car(body)
         mobile = rest_post(app_url, "car", path.read_bytes(), path.name, params={"format": "mobile"}).json()
-        not_judged = {"status": "not_judged", "confidence": None, "display_message": CAR.ood_message}
+        not_judged = {"status": "not_judged", "confidence": None,
+                      "display_message": f"{CAR.ood_message} Please upload a photo of the whole car."}
         assert mobile["car_condition"] == {"cleanliness": not_judged, "damage": {**not_judged, "safety_level": None}}
         assert mobile["best_guess"] == body["best_guess"] and mobile["in_domain"] is False
         assert not any(m in str(mobile) for messages in CAR.messages.values() for m in messages.values())
         assert CAR.all_clear not in str(mobile)
     for path in wrong_kind["collectibles"]:
         body = rest_post(app_url, "collectibles", path.read_bytes(), path.name).json()
-        assert set(body) == {"label", "confidence", "probabilities", "in_domain", "ood_score", "needs_review",
-                             "message", "best_guess"}
+        assert set(body) == {"label", "confidence", "probabilities", "status", "in_domain", "ood_score",
+                             "needs_review", "quality", "message", "best_guess"}
         assert body["label"] is body["confidence"] is body["probabilities"] is None
         assert (body["in_domain"], body["message"]) == (False, COLLECTIBLES.ood_message)
         check_head(body["best_guess"], COLLECTIBLES.heads["category"], review_threshold("collectibles", "category"))
@@ -390,7 +410,7 @@ def test_batch_does_not_judge_a_photo_of_the_wrong_kind(wrong_kind):
             assert row["in_domain"] is False and row["error"] == "", row
             assert all(row[h] == "" and row[f"{h}_confidence"] == "" for h in task.heads), row
             assert all(f"{h} " in row["best_guess"] for h in task.heads), row
-        report = summarize(task.name, rows)
+        report = batch_summary(task.name, rows)
         assert report["n_not_judged"] == len(rows) and report["n_judged"] == 0
         assert all(not a["photos"] for a in report["actions"].values())
         assert [r["file"] for r in report["review"]] == [p.name for p in wrong_kind[task.name]]
@@ -427,8 +447,8 @@ def test_batch_module_zip_rows_and_csv(example_images):
     assert set(result.thumbnails) == {r["file"] for r in good}
     assert all(max(Image.open(io.BytesIO(b)).size) <= 256 for b in result.thumbnails.values())
     assert len(bad) == 1 and bad[0]["file"].endswith("notes.txt") and bad[0]["cleanliness"] == ""
-    parsed = list(csv.DictReader(io.StringIO(rows_to_csv(rows, columns("car")))))
-    assert len(parsed) == 4 and list(parsed[0]) == columns("car")
+    parsed = list(csv.DictReader(io.StringIO(rows_to_csv(rows, batch_columns(CAR)))))
+    assert len(parsed) == 4 and list(parsed[0]) == batch_columns(CAR)
     # A bad loose file is a row too, and spreadsheet formulas in names are neutralised.
     rows = predict_files("car", [("=cmd.jpg", BAD["text_as_jpg"][0]), ("ok.jpg", paths[0].read_bytes())]).rows
     assert rows[0]["error"].startswith("The file is not an image") and rows[1]["error"] == ""
@@ -441,8 +461,9 @@ def test_batch_report_counts_lists_and_chart(example_images):
                                                           example_images["collectibles"][0][0].read_bytes()),
                                                          ("broken.jpg", BAD["truncated_jpeg"][0])]
     rows = predict_files("car", items).rows
-    report = summarize("car", rows)
-    assert report["n_files"] == len(items) == report["n_judged"] + report["n_not_judged"] + report["n_unreadable"]
+    report = batch_summary("car", rows)
+    assert report["n_files"] == len(items) == sum(report[f"n_{s}"] for s in ("judged", "not_judged", "retake",
+                                                                          "unreadable"))
     assert report["n_unreadable"] == 1 and report["n_not_judged"] >= 1
     judged = [r for r in rows if r["in_domain"] is True and not r["error"]]
     for head, labels in CAR.heads.items():
@@ -471,14 +492,17 @@ def test_batch_endpoint(client, example_images, tmp_path):
     archive.write_bytes(make_zip(paths))
     loose = tmp_path / "coin.jpg"
     shutil.copy(paths[0], loose)
-    table, csv_path, report, report_csv, chart, actions = client.predict(
+    table, csv_path, report, report_csv, chart, markdown, cars_csv, actions, _selected = client.predict(
         "collectibles", [handle_file(str(archive)), handle_file(str(loose))], api_name="/batch_predict")
     headers, data = table["headers"], table["data"]
-    assert headers == columns("collectibles")
+    assert headers == [display_label(c) for c in batch_columns(COLLECTIBLES)]   # headers as words
+    assert "### 5 photos" in markdown and cars_csv is None   # no car ids in a collection
     assert len(data) == 5
     errors = [row for row in data if row[-1]]
     assert len(errors) == 1 and errors[0][0].endswith("notes.txt")
-    assert all(row[1] in COLLECTIBLES.heads["category"] for row in data if not row[-1] and row[3] is True)
+    status, category = headers.index("status"), headers.index("category")
+    assert all(row[category] == "" for row in data if row[status] != "judged")
+    assert all(row[category] in COLLECTIBLES.heads["category"] for row in data if row[status] == "judged")
     with open(csv_path, newline="") as f:
         assert len(list(csv.DictReader(f))) == 5
     assert report["n_files"] == 5 and report["n_unreadable"] == 1
@@ -499,15 +523,14 @@ def test_ui_says_out_of_domain_instead_of_answering():
 
     heads = {"cleanliness": HeadPrediction("very_dirty", 0.9, {"clean": 0.05, "slightly_dirty": 0.05, "very_dirty": 0.9}),
              "damage": HeadPrediction("damaged", 0.8, {"intact": 0.2, "damaged": 0.8})}
-    outside = Prediction("car", heads, in_domain=False, ood_score=0.97)
-    summary = app.car_summary(outside)
+    outside = Answer("car", quality=Quality(True, ()), prediction=Prediction("car", heads, False, 0.97))
+    summary = ui_markdown(outside)
     assert CAR.ood_message in summary and "Safety warning" not in summary and "car wash" not in summary
-    assert CAR.ood_message in app.ood_notice(outside)
     assert "best guess" in app.label_component(outside, "damage").label
-    inside = Prediction("car", heads, in_domain=True, ood_score=0.01)
-    summary = app.car_summary(inside)
+    inside = Answer("car", quality=Quality(True, ()), prediction=Prediction("car", heads, True, 0.01))
+    summary = ui_markdown(inside)
     assert "Time for a car wash" in summary and "Safety warning" in summary
-    assert app.ood_notice(inside) == ""
+    assert app.label_component(inside, "cleanliness").value["label"] == "very dirty"   # read as words
 
 
 def test_startup_refuses_a_bad_checkpoint_with_a_clear_message(monkeypatch, capsys):
@@ -541,11 +564,12 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-b
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-@pytest.mark.timeout(240)
-def test_browser_upload_in_each_tab(app_url, collectible_image, car_image):
+@pytest.mark.timeout(300)
+def test_browser_upload_in_each_tab(app_process, collectible_image, car_image):
     require(CHROMIUM.exists(), "Chromium at /usr/bin/chromium (apt-get install chromium; scripts/run_tests.sh does it)")
     from playwright.sync_api import expect, sync_playwright
 
+    app_url = app_process.url
     # What the model says for these photos (same model behind the UI): the UI must show it.
     expected_category = rest_post(app_url, "collectibles", collectible_image.read_bytes()).json()["label"]
     car = rest_post(app_url, "car", car_image.read_bytes()).json()
@@ -561,9 +585,9 @@ def test_browser_upload_in_each_tab(app_url, collectible_image, car_image):
             page.goto(app_url, wait_until="domcontentloaded")
 
             page.locator("#collectibles-image input[type=file]").set_input_files(str(collectible_image))
-            expect(page.locator("#collectibles-cam img")).to_be_visible(timeout=90_000)
+            expect(page.locator("#collectibles-cam-category img")).to_be_visible(timeout=90_000)
             idle(page)
-            expect(page.locator("#collectibles-label")).to_contain_text(expected_category)
+            expect(page.locator("#collectibles-category")).to_contain_text(display_label(expected_category))
             page.screenshot(path=str(ARTIFACTS / "ui_collectibles.png"), full_page=True)
 
             page.get_by_role("tab", name="Car condition").click()
@@ -571,27 +595,46 @@ def test_browser_upload_in_each_tab(app_url, collectible_image, car_image):
             for head in CAR.head_names:
                 expect(page.locator(f"#car-cam-{head} img")).to_be_visible(timeout=90_000)
             idle(page)
-            expect(page.locator("#car-cleanliness")).to_contain_text(car["cleanliness"])
-            expect(page.locator("#car-damage")).to_contain_text(car["damage"])
+            for head in CAR.head_names:   # labels as words; "Unsure - please check" where the answer needs review
+                expect(page.locator(f"#car-{head}")).to_contain_text(display_label(car[head]))
+                if car["head_needs_review"][head]:
+                    expect(page.locator(f"#car-{head}")).to_contain_text("Unsure - please check")
             expect(page.locator("#car-summary")).to_contain_text("For the driver")
             page.screenshot(path=str(ARTIFACTS / "ui_car.png"), full_page=True)
 
-            # A bad file gets the clear message in the page, not a traceback.
+            # "Wrong answer?": the correction lands in the flag log with the photo.
+            page.locator("#car-flag").get_by_text("Wrong answer?").click()
+            page.locator("#car-flag").get_by_label("Right damage").click()
+            page.get_by_role("option", name="damaged", exact=True).click()
+            page.locator("#car-flag").get_by_role("button", name="Send the correction").click()
+            expect(page.locator("#car-flag-status")).to_contain_text("Thank you", timeout=30_000)
+            rows = read_flags("car", app_process.flag_dir)
+            assert rows and rows[-1]["correction"] == {"damage": "damaged"} and rows[-1]["image"].is_file()
+
+            # A photo of something else is not judged; the page says so instead of a verdict.
+            page.locator("#car-image input[type=file]").set_input_files(str(collectible_image))
+            expect(page.locator("#car-summary")).to_contain_text("Not judged", timeout=90_000)
+            idle(page)
+
+            # A bad file: one clear message where the answer goes, no error pills, no broken image.
             bad = ARTIFACTS / "not_a_photo.jpg"
             bad.write_bytes(BAD["text_as_jpg"][0])
             page.locator("#car-image input[type=file]").set_input_files(str(bad))
-            expect(page.get_by_text(REJECTIONS["text_as_jpg"][1]).first).to_be_visible(timeout=60_000)
+            expect(page.locator("#car-summary")).to_contain_text(REJECTIONS["text_as_jpg"][1], timeout=60_000)
+            idle(page)
             assert "Traceback" not in page.content()
-            page.wait_for_timeout(1000)   # let the error toast finish its entry animation
-            page.screenshot(path=str(ARTIFACTS / "ui_bad_input.png"))   # viewport: keeps the error toast
+            assert page.get_by_text("Error", exact=True).filter(visible=True).count() == 0
+            page.screenshot(path=str(ARTIFACTS / "ui_bad_input.png"))
 
-            # The Batch tab: the report's chart and lists appear; a row of the lists shows its photo.
+            # The Batch tab: a readable report (no JSON tree), human headers, the lists show a photo on click.
             page.get_by_role("tab", name="Batch").click()
             page.locator("#batch-files input[type=file]").set_input_files([str(car_image), str(collectible_image)])
             page.get_by_role("button", name="Run batch").click()
             expect(page.locator("#batch-chart img")).to_be_visible(timeout=90_000)
             idle(page)
-            expect(page.locator("#batch-summary")).to_contain_text("n_files")
+            expect(page.locator("#batch-report")).to_contain_text("2 photos")
+            assert "Object(" not in page.inner_text("body") and "Array(" not in page.inner_text("body")
+            expect(page.locator("#batch-table")).to_contain_text("cleanliness confidence")
             # The table's cells are drawn as spans; a hidden sizing copy of the first row also holds the text.
             def cell(text: str):
                 return page.locator("#batch-actions").get_by_text(text, exact=True).filter(visible=True).first
@@ -600,5 +643,17 @@ def test_browser_upload_in_each_tab(app_url, collectible_image, car_image):
             cell(car_image.name).click()
             expect(page.locator("#batch-photo img")).to_be_visible(timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / "ui_batch.png"), full_page=True)
+
+            # A phone (390 x 844): after an upload the answer is on screen without scrolling.
+            phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+            phone.goto(app_url, wait_until="domcontentloaded")
+            phone.get_by_role("tab", name="Car condition").click()
+            phone.locator("#car-image input[type=file]").set_input_files(str(car_image))
+            expect(phone.locator("#car-summary")).to_contain_text("For the driver", timeout=90_000)
+            idle(phone)
+            phone.wait_for_timeout(500)
+            box = phone.locator("#car-summary").bounding_box()
+            assert box is not None and -5 <= box["y"] < 844 - 40, box   # scrolled into view
+            phone.screenshot(path=str(ARTIFACTS / "ui_phone.png"))
         finally:
             browser.close()

@@ -6,14 +6,12 @@ RUN_BENCHMARKS=1 (then in --quick mode, into a temporary file). No timing is ass
 from __future__ import annotations
 
 import json
-import math
-import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from benchmarks import common, load_test, run
+from inference.render import markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,38 +20,22 @@ ROOT = Path(__file__).resolve().parent.parent
 # Statistics and formatting
 # --------------------------------------------------------------------------------------------
 
-def test_percentile_matches_numpy():
-    rng = random.Random(0)
-    for n in (1, 2, 3, 10, 101):
-        values = [rng.uniform(0, 100) for _ in range(n)]
-        for q in (0, 1, 25, 50, 95, 99, 100):
-            assert common.percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
-
-
-def test_percentile_edge_cases():
-    assert math.isnan(common.percentile([], 50))
-    assert common.percentile([7.0], 99) == 7.0
-    assert common.percentile(iter([3, 1, 2]), 50) == 2      # any iterable, unsorted
-    with pytest.raises(ValueError):
-        common.percentile([1, 2], 101)
-
-
-def test_summarize_scales_and_rounds():
-    s = common.summarize([0.010, 0.020, 0.030, 0.040], scale=1000)
+def test_latency_stats_scale_and_round():
+    s = common.latency_stats([0.010, 0.020, 0.030, 0.040], scale=1000)
     assert s["n"] == 4 and s["min"] == 10.0 and s["max"] == 40.0
     assert s["mean"] == 25.0 and s["p50"] == 25.0
     assert s["p95"] == pytest.approx(38.5)
-    assert common.summarize([])["p50"] is None
+    assert common.latency_stats([])["p50"] is None
 
 
 def test_markdown_table():
-    table = common.markdown_table(["Measure", "a|b"], [["x", 1.5], ["y|z", "–"]])
+    table = markdown_table(["Measure", "a|b"], [["x", 1.5], ["y|z", "–"]])
     lines = table.splitlines()
     assert lines[0] == "| Measure | a\\|b |"
     assert lines[1] == "| --- | ---: |"
     assert lines[3] == "| y\\|z | – |"
     with pytest.raises(ValueError):
-        common.markdown_table(["a", "b"], [["only one"]])
+        markdown_table(["a", "b"], [["only one"]])
 
 
 def test_number_formats_and_ratio():
@@ -152,7 +134,7 @@ def test_schedule_is_seeded_and_mixes_every_kind(tmp_path):
 
 
 def test_load_test_render(tmp_path):
-    stats = common.summarize([0.05, 0.06, 0.2], 1000, 1)
+    stats = common.latency_stats([0.05, 0.06, 0.2], 1000, 1)
     report = {"clients": 8, "completed": 3, "requested": 3, "requests_per_s": 12.5, "failed": 0, "inconsistent": 0,
               "expected_rejections": 1, "latency_ms": {"all": stats, "REST": stats},
               "by_group": {"REST": {"ok": 2, "rejected": 1, "failed": 0, "inconsistent": 0}},

@@ -32,7 +32,7 @@ def our_raw_probabilities(task: str, photos: list[Path]) -> tuple[list[str], np.
     transformers give), from the bundled checkpoint."""
     folder = get_task(task).bundled_dir
     predictor = Predictor(CheckpointSource(folder, "local", str(folder), "test"), backend="torch")
-    _, logits = predictor.forward(predictor.preprocess(photos))
+    _, logits = predictor.forward(predictor.preprocess([load_image(p) for p in photos]))
     head = predictor.spec.head_names[0]
     return [p.heads[head].label for p in predictor.predict_batch(photos)], softmax(logits[head])
 
@@ -131,7 +131,7 @@ def test_the_car_cards_snippet_runs_without_this_project(example_images, hf_cach
     printed = run_json(code, env)
     folder = CAR.bundled_dir
     predictor = Predictor(CheckpointSource(folder, "local", str(folder), "test"), backend="torch")
-    _, logits = predictor.forward(predictor.preprocess([photo]))
+    _, logits = predictor.forward(predictor.preprocess([load_image(photo)]))
     for line in printed:
         head, _, probs = line.partition(" ")
         got = ast.literal_eval(probs)   # the snippet prints a dict of floats
@@ -162,8 +162,8 @@ def test_publish_and_deploy_dry_runs_list_the_files(tmp_path):
     assert space.returncode == 0, space.stderr
     listed = {line.split()[0] for line in space.stdout.splitlines()[1:] if line.startswith("  ")}
     assert {"app.py", "serve.py", "rest_api.py", "requirements.txt", "README.md", "inference/predictor.py",
-            "examples/car/labels.csv", "scripts/fetch_examples.py"} <= listed
-    assert not any(name.startswith(("checkpoints/", "training/", "tests/")) for name in listed)
+            "examples/car/labels.csv", "inference/files.py"} <= listed
+    assert not any(name.startswith(("checkpoints/", "training/", "tests/", "scripts/")) for name in listed)
     assert "sdk gradio" in space.stdout and "the app downloads them from" in space.stdout
     with_weights = run("scripts.deploy_space", "--repo-id", "me/space", "--dry-run", "--with-checkpoints")
     assert f"checkpoints/car/{WEIGHTS_NAME}" in with_weights.stdout

@@ -20,7 +20,7 @@ from PIL import Image, ImageFile
 
 from benchmarks import bad_inputs as catalogue
 from inference import images
-from inference.images import ImageError, load_image, sniff_format
+from inference.images import ImageError, load_image
 
 BAD = catalogue.bad_inputs()
 BASE = catalogue.sample_photo()  # 96 x 64, asymmetric
@@ -68,7 +68,7 @@ def test_bad_input_is_rejected(name, tmp_path):
     status, substring = catalogue.REJECTIONS[name]
     path = tmp_path / filename
     path.write_bytes(data)
-    for source in (data, bytearray(data), io.BytesIO(data), path, str(path)):
+    for source in (data, bytearray(data), path, str(path)):
         with pytest.raises(ImageError) as info:
             load_image(source)
         err = info.value
@@ -151,8 +151,6 @@ def _expected(name: str) -> tuple[np.ndarray, float]:
     grey = _arr(BASE.convert("L").convert("RGB"))
     if name in ("apng", "bmp", "tiff", "png_named_pdf"):
         return base, 0.01
-    if name in ("png16", "float_tiff"):
-        return grey, 0.6
     if name == "bilevel_png":
         return _arr(BASE.convert("1").convert("RGB")), 0.01
     if name in ("cmyk_jpeg", "webp", "exif_rotated_jpeg", "exif_rotated_jpeg_8"):
@@ -204,7 +202,6 @@ _ODD_KIND = {
     "animated_gif": lambda im: im.format == "GIF" and im.n_frames > 1,
     "apng": lambda im: im.format == "PNG" and getattr(im, "n_frames", 1) > 1,
     "cmyk_jpeg": lambda im: im.format == "JPEG" and im.mode == "CMYK",
-    "png16": lambda im: im.format == "PNG" and im.mode.startswith("I;16"),
     "greyscale_jpeg": lambda im: im.format == "JPEG" and im.mode == "L",
     "bilevel_png": lambda im: im.mode == "1",
     "rgba_png": lambda im: im.mode == "RGBA",
@@ -215,7 +212,6 @@ _ODD_KIND = {
     "exif_rotated_jpeg_8": lambda im: im.getexif().get(0x0112) == 8 and im.size == BASE.size[::-1],
     "bmp": lambda im: im.format == "BMP",
     "tiff": lambda im: im.format == "TIFF",
-    "float_tiff": lambda im: im.format == "TIFF" and im.mode == "F",
     "png_named_pdf": lambda im: im.format == "PNG",
 }
 
@@ -246,87 +242,14 @@ def test_animated_gif_uses_first_frame():
     assert _mean_abs(im, BASE) < _mean_abs(im, inverted) / 5
 
 
-def test_png16_is_scaled_not_clipped():
-    got = np.asarray(load_image(ODD["png16"][0]))[..., 0].astype(int)
-    grey = np.asarray(BASE.convert("L")).astype(int)
-    assert got.std() > 10 and np.abs(got - grey).max() <= 1
-
-
-def test_file_like_sources_are_read_not_closed():
-    data, _ = ODD["webp"]
-    stream = io.BytesIO(b"junk" + data)
-    stream.seek(4)  # read from the current position
-    im = load_image(stream)
-    assert im.size == BASE.size and not stream.closed
-    assert load_image(memoryview(data)).size == BASE.size
-
-
 # ------------------------------------------------------------------ numpy and PIL inputs
 
-_B = np.asarray(BASE)
-_G = np.asarray(BASE.convert("L"))
-_A = np.dstack([_B, np.where(np.arange(_B.shape[1]) < 20, 0, 255).astype(np.uint8)[None, :].repeat(_B.shape[0], 0)])
-_EXP_A = _B.copy()
-_EXP_A[:, :20] = 255
+# ------------------------------------------------------------------ PIL inputs
 
 
-@pytest.mark.parametrize(
-    "arr, expected",
-    [
-        (_G, np.dstack([_G] * 3)),
-        (_G[:, :, None], np.dstack([_G] * 3)),
-        (_B, _B),
-        (_A, _EXP_A),
-        (_B.astype(np.float32) / 255, _B),
-        (_B.astype(np.float64) / 255, _B),
-        (_B.astype(np.uint16) * 257, _B),
-        (_B[:, ::-1], _B[:, ::-1]),  # non-contiguous view
-    ],
-    ids=["hw", "hw1", "hw3", "hw4", "float32", "float64", "uint16", "strided"],
-)
-def test_numpy_inputs(arr, expected):
-    before = arr.copy()
-    im = load_image(arr)
-    _assert_clean_rgb(im, (arr.shape[1], arr.shape[0]))
-    assert np.abs(np.asarray(im).astype(int) - expected.astype(int)).max() <= 1
-    assert np.array_equal(arr, before), "the caller's array must not be modified"
-
-
-@pytest.mark.parametrize(
-    "arr, status",
-    [
-        (np.zeros(64 * 64, np.uint8), 400),
-        (np.zeros((64, 64, 2), np.uint8), 400),
-        (np.zeros((64, 64, 5), np.uint8), 400),
-        (np.zeros((2, 64, 64, 3), np.uint8), 400),
-        (np.zeros((64, 64, 3), np.int64), 400),
-        (np.zeros((64, 64, 3), bool), 400),
-        (np.full((64, 64, 3), 200.0, np.float32), 400),  # float but 0..255
-        (np.full((64, 64, 3), np.nan, np.float32), 400),
-        (np.zeros((64, 64, 3), np.complex64), 400),
-        (np.zeros((1, 1, 3), np.uint8), 400),
-        (np.zeros((0, 0), np.uint8), 400),
-        (np.zeros((200, 200, 3), np.uint8), 413),  # with max_pixels=10_000 below
-    ],
-    ids=["1d", "2ch", "5ch", "4d", "int64", "bool", "float255", "nan", "complex", "1x1", "empty", "too-many-pixels"],
-)
-def test_numpy_rejected(arr, status):
-    with pytest.raises(ImageError) as info:
-        load_image(arr, max_pixels=10_000)
-    assert info.value.status == status
-    assert not (set(str(info.value)) & HTML_UNSAFE)
-
-
-@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "CMYK", "1", "I;16", "I", "F", "YCbCr"])
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "CMYK", "1", "YCbCr"])
 def test_pil_inputs(mode):
-    if mode == "I;16":
-        src = Image.fromarray(_G.astype(np.uint16) * 257)
-    elif mode == "I":
-        src = Image.fromarray(_G.astype(np.int32) * 257)
-    elif mode == "F":
-        src = Image.fromarray(_G.astype(np.float32) / 255)
-    else:
-        src = BASE.convert(mode)
+    src = BASE.convert(mode)
     assert src.mode == mode
     before = src.tobytes()
     im = load_image(src)
@@ -362,15 +285,12 @@ def test_pil_input_applies_exif_orientation():
 def test_size_limit_bytes():
     limit = 50_000
     too_big = catalogue.oversize_bytes(limit)
-    assert len(too_big) == limit + 1 and sniff_format(too_big) == "JPEG"
+    assert len(too_big) == limit + 1 and too_big.startswith(b"\xff\xd8\xff")
     with pytest.raises(ImageError) as info:
         load_image(too_big, max_bytes=limit)
     assert info.value.status == 413 and "too large" in str(info.value)
     _assert_user_facing(str(info.value))
     assert load_image(too_big, max_bytes=limit + 1).size == (16, 16)  # exactly at the limit: fine
-    with pytest.raises(ImageError) as info:
-        load_image(io.BytesIO(too_big), max_bytes=limit)
-    assert info.value.status == 413
 
 
 def test_size_limit_path(tmp_path):
@@ -428,27 +348,6 @@ def test_file_growing_after_stat_is_read_at_most_limit_plus_one(tmp_path, monkey
         load_image(path, max_bytes=1024 * 1024)
     assert info.value.status == 413
     assert proc.io_counters().read_chars - before < 2 * 1024 * 1024
-
-
-def test_stream_is_read_at_most_limit_plus_one():
-    class Endless(io.RawIOBase):
-        def __init__(self):
-            self.served = 0
-
-        def readable(self):
-            return True
-
-        def readinto(self, buf):
-            n = min(len(buf), 4096)
-            buf[:n] = b"\xff" * n
-            self.served += n
-            return n
-
-    stream = Endless()
-    with pytest.raises(ImageError) as info:
-        load_image(stream, max_bytes=100_000)
-    assert info.value.status == 413
-    assert stream.served <= 100_001
 
 
 @pytest.fixture
@@ -527,7 +426,7 @@ def test_pil_bomb_warning_raised_as_exception_is_caught(monkeypatch):
 
 def test_no_fd_leak_after_many_loads(tmp_path):
     paths = []
-    for name in ("webp", "cmyk_jpeg", "animated_gif", "png16"):
+    for name in ("webp", "cmyk_jpeg", "animated_gif", "tiff"):
         p = tmp_path / ODD[name][1]
         p.write_bytes(ODD[name][0])
         paths.append((p, True))
@@ -588,26 +487,16 @@ def test_thread_safe_and_no_global_state_changes():
 # ------------------------------------------------------------------ small API pieces
 
 
-@pytest.mark.parametrize(
-    "head, expected",
-    [
-        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "JPEG"),
-        (b"\x89PNG\r\n\x1a\n\x00\x00", "PNG"),
-        (b"GIF89a\x10\x00", "GIF"),
-        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "WEBP"),
-        (b"BM" + b"\x00" * 12 + b"\x28\x00\x00\x00", "BMP"),
-        (b"II*\x00\x08\x00\x00\x00", "TIFF"),
-        (b"MM\x00*\x00\x00\x00\x08", "TIFF"),
-        (b"%PDF-1.7\n", "PDF"),
-        (b"PK\x03\x04\x14\x00", "ZIP"),
-        (b"just some words\n", "text"),
-        (b"BMW owners club\n", "text"),  # 'BM' alone is not a bitmap
-        (b"\x00\x01\x02\x03\xfe\xfd", None),
-        (b"", None),
-    ],
-)
-def test_sniff_format(head, expected):
-    assert sniff_format(head) == expected
+def test_large_jpeg_decodes_small_and_upright(count_decodes):
+    """A 12 MP phone JPEG (EXIF: rotate 90) decodes at a reduced scale to at most MAX_SIDE, upright."""
+    stored = BASE.resize((4000, 3000)).transpose(Image.Transpose.ROTATE_90)   # stored sideways, 3000 x 4000
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = catalogue._save(stored, "JPEG", quality=90, exif=exif)
+    im = load_image(data)
+    assert max(im.size) <= images.MAX_SIDE and im.size[0] > im.size[1]   # upright: landscape again
+    assert set(count_decodes) == {(750, 1000)}   # decoded at 1/4 scale (JPEG draft), never at 12 MP
+    assert _mean_abs(im.resize(BASE.size), BASE) < 4
 
 
 def test_image_error():

@@ -17,8 +17,10 @@ from PIL import Image
 
 from inference.hub import CheckpointSource
 from inference.model import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_checkpoint
+from inference.images import load_image
 from inference.predictor import ONNX_CHUNK, Predictor, load_model, predict
-from inference.tasks import EXAMPLES_DIR as EXAMPLES, TASKS, example_manifest, get_task, present_examples
+from inference.files import EXAMPLES_DIR as EXAMPLES, example_manifest, present_examples
+from inference.tasks import TASKS, get_task
 from support import generated_photos, require, shared
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def example_rows(task: str) -> list[dict]:
     rows = [row for _, row in present_examples(task)]
     require(len(rows) == len(example_manifest(task)) > 0, f"example images in {EXAMPLES / task} "
-            "(python -m scripts.fetch_examples)")
+            "(python -m inference.files)")
     return rows
 
 
@@ -58,7 +60,7 @@ def test_example_is_right_or_flagged_for_review(task, row):
     """Every bundled example is judged, and each head is right or says a person should check: never a
     wrong automatic answer."""
     path = EXAMPLES / task / row["image"]
-    require(path.is_file(), f"{path} (python -m scripts.fetch_examples)")
+    require(path.is_file(), f"{path} (python -m inference.files)")
     prediction = load_model(task).predict(path)
     assert prediction.in_domain, f"{row['image']} not judged (out of domain, {prediction.ood_score})"
     for head, label in expected_labels(task, row).items():
@@ -135,14 +137,27 @@ def test_photos_of_the_other_task_negatives_and_generated_pictures_are_out_of_do
         assert not prediction.in_domain, f"{task}: the {name} picture passed ({prediction.ood_score})"
 
 
-def test_predict_accepts_pil_numpy_and_path():
+def test_predict_accepts_path_bytes_and_pil():
     row = example_rows("collectibles")[0]
     path = EXAMPLES / "collectibles" / row["image"]
-    image = Image.open(path)
     by_path = predict("collectibles", path)
-    by_pil = predict("collectibles", image)
-    by_array = predict("collectibles", np.asarray(image.convert("RGB")))
-    assert by_path.heads == by_pil.heads == by_array.heads
+    assert by_path.heads == predict("collectibles", path.read_bytes()).heads == predict("collectibles",
+                                                                                         Image.open(path)).heads
+
+
+def test_one_decode_per_answer_with_heat_maps_and_text(monkeypatch):
+    """analyze decodes the upload once; the model, every head's Grad-CAM and the text reader share it."""
+    from inference import analyze, images
+
+    decodes = []
+    decode = images._decode
+    monkeypatch.setattr(images, "_decode", lambda *args: decodes.append(1) or decode(*args))
+    row = example_rows("collectibles")[0]
+    answer = analyze("collectibles", EXAMPLES / "collectibles" / row["image"], explain=True, read_text=True)
+    assert answer.judged and set(answer.overlays) == {"category"} and answer.text is not None
+    car = analyze("car", (EXAMPLES / "car" / example_rows("car")[0]["image"]).read_bytes(), explain=True)
+    assert set(car.overlays) == {"cleanliness", "damage"}
+    assert decodes == [1, 1]
 
 
 def test_all_heads_cam_in_one_pass_matches_per_head_gradcam():
@@ -165,7 +180,7 @@ def test_all_heads_cam_in_one_pass_matches_per_head_gradcam():
     predictor = load_model("car")
     reference = load_checkpoint(predictor.source.folder)[0].eval()
     row = example_rows("car")[0]
-    x = predictor.preprocess([EXAMPLES / "car" / row["image"]])
+    x = predictor.preprocess([load_image(EXAMPLES / "car" / row["image"])])
     targets = [("cleanliness", 2), ("damage", 1)]
     together = explainer_for(predictor).cams(x.repeat(2, 1, 1, 1), targets)
     for (head, index), heat in zip(targets, together):
@@ -312,7 +327,7 @@ def test_served_probabilities_are_temperature_calibrated(task):
 
     predictor = load_model(task)
     paths = [EXAMPLES / task / r["image"] for r in example_rows(task)]
-    _, logits = predictor.forward(predictor.preprocess(paths))
+    _, logits = predictor.forward(predictor.preprocess([load_image(p) for p in paths]))
     served = predictor.predict_batch(paths)
     for head, labels in predictor.config.heads.items():
         temperature = predictor.config.temperature[head]

@@ -6,9 +6,11 @@ import itertools
 
 import pytest
 
+from inference.answer import Answer
 from inference.messages import driver_note, note_lines, review_text, safety_warning
-from inference.payloads import client_payload, mobile_payload, rest_payload
 from inference.predictor import HeadPrediction, Prediction
+from inference.quality import Quality
+from inference.render import batch_row, client_payload, mobile_payload, rest_payload, ui_markdown
 from inference.tasks import SAFETY_LEVELS, UNSURE, get_task
 
 CAR = get_task("car")
@@ -21,10 +23,11 @@ def head(labels: tuple[str, ...], label: str, needs_review: bool) -> HeadPredict
     return HeadPrediction(label, 0.7, probs, needs_review)
 
 
-def car_prediction(clean: str, clean_review: bool, damage: str, damage_review: bool, in_domain: bool = True):
+def car_answer(clean: str, clean_review: bool, damage: str, damage_review: bool, in_domain: bool = True) -> Answer:
     heads = {"cleanliness": head(CAR.heads["cleanliness"], clean, clean_review),
              "damage": head(CAR.heads["damage"], damage, damage_review)}
-    return Prediction("car", heads, in_domain, 0.01 if in_domain else 0.99)
+    return Answer("car", quality=Quality(True, ()), prediction=Prediction("car", heads, in_domain,
+                                                                          0.01 if in_domain else 0.99))
 
 
 CASES = list(itertools.product(CAR.heads["cleanliness"], (False, True), CAR.heads["damage"], (False, True)))
@@ -32,7 +35,7 @@ CASES = list(itertools.product(CAR.heads["cleanliness"], (False, True), CAR.head
 
 @pytest.mark.parametrize("clean,clean_review,damage,damage_review", CASES)
 def test_driver_note_table(clean, clean_review, damage, damage_review):
-    prediction = car_prediction(clean, clean_review, damage, damage_review)
+    prediction = car_answer(clean, clean_review, damage, damage_review)
     lines = note_lines(prediction)
     expected_damage = CAR.messages["damage"][UNSURE if damage_review else damage]
     expected_clean = CAR.messages["cleanliness"][UNSURE if clean_review else clean]
@@ -58,8 +61,8 @@ def test_driver_note_table(clean, clean_review, damage, damage_review):
 def test_ui_car_summary_table(clean, clean_review, damage, damage_review):
     import app
 
-    prediction = car_prediction(clean, clean_review, damage, damage_review)
-    summary = app.car_summary(prediction)
+    prediction = car_answer(clean, clean_review, damage, damage_review)
+    summary = ui_markdown(prediction)
     assert ("Safety warning" in summary) is (damage == "damaged" and not damage_review)
     assert ("excellent condition" in summary) is (clean == "clean" and damage == "intact"
                                                   and not clean_review and not damage_review)
@@ -73,12 +76,12 @@ def test_ui_car_summary_table(clean, clean_review, damage, damage_review):
 def test_not_judged_note_has_no_verdict(clean, damage):
     import app
 
-    prediction = car_prediction(clean, False, damage, False, in_domain=False)
+    prediction = car_answer(clean, False, damage, False, in_domain=False)
     note = driver_note(prediction)
     assert note.startswith(CAR.ood_message)
     assert not any(m in note for messages in CAR.messages.values() for m in messages.values())
     assert ALL_CLEAR not in note and not safety_warning(prediction) and prediction.needs_review is False
-    summary = app.car_summary(prediction)
+    summary = ui_markdown(prediction)
     assert "Safety warning" not in summary and "Best guess only" in summary
     assert all(app.label_component(prediction, h).show_heading is False for h in CAR.head_names)
     mobile = mobile_payload(prediction)["car_condition"]
@@ -88,3 +91,19 @@ def test_not_judged_note_has_no_verdict(clean, damage):
 def test_review_text_names_the_two_most_likely_labels():
     h = HeadPrediction("slightly_dirty", 0.5, {"clean": 0.3, "slightly_dirty": 0.5, "very_dirty": 0.2}, True)
     assert review_text(h) == "Unsure - please check: slightly dirty or clean?"
+
+
+def test_a_photo_to_retake_gets_advice_and_no_verdict():
+    answer = Answer("car", quality=Quality(False, ("too_dark", "blurred"), {"brightness": 12.0}))
+    note = driver_note(answer)
+    assert note.startswith("Please retake the photo: too dark") and "blurred" in note
+    assert not any(m in note for messages in CAR.messages.values() for m in messages.values())
+    assert not safety_warning(answer) and answer.status == "retake" and answer.needs_review is False
+    client = client_payload(answer)
+    assert client["status"] == "retake" and client["cleanliness"] is None and client["damage"] is None
+    assert client["quality"]["problems"] == ["too_dark", "blurred"] and client["message"] == note
+    mobile = mobile_payload(answer)["car_condition"]
+    assert mobile["damage"]["safety_level"] is None and mobile["cleanliness"]["status"] == "not_judged"
+    row = batch_row("dark.jpg", answer)
+    assert row["status"] == "retake" and row["quality"] == "too_dark blurred" and row["cleanliness"] == ""
+    assert ui_markdown(answer).startswith("### 📷 Please retake")

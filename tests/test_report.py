@@ -11,8 +11,8 @@ from PIL import Image
 from inference.tasks import CAR, COLLECTIBLES
 from huggingface_hub import ModelCard
 
-from inference.model import ModelConfig
-from training.metrics import group_accuracy, head_metrics, summarize
+from training.model_builder import new_config
+from training.metrics import group_accuracy, head_metrics, summarize_heads
 from training.model_card import write_model_card
 from training.plots import plot_confusion_matrices, plot_history, plot_reliability
 
@@ -64,7 +64,7 @@ def test_summarize_masks_unknown_labels_per_head():
     ]
     # predictions: clean, (very_dirty), very_dirty, clean  |  intact, damaged, (intact), intact
     probs = {"cleanliness": one_hot_probs([0, 2, 2, 0], 3), "damage": one_hot_probs([0, 1, 0, 0], 2)}
-    s = summarize(CAR, true, probs, ["s1", "s1", "s2", "s2"])
+    s = summarize_heads(CAR, true, probs, ["s1", "s1", "s2", "s2"])
     assert s["n_images"] == 4
     c, d = s["heads"]["cleanliness"], s["heads"]["damage"]
     assert c["n"] == 3 and d["n"] == 3
@@ -88,9 +88,9 @@ def test_group_accuracy_empty_head_and_shape_checks():
     assert g["only"]["heads"]["cleanliness"] == {"accuracy": None, "n": 0}
     assert g["only"]["heads"]["damage"] == {"accuracy": 1.0, "n": 1}
     with pytest.raises(ValueError):
-        summarize(CAR, true, {"cleanliness": one_hot_probs([1, 1], 3), "damage": probs["damage"]}, ["x"])
+        summarize_heads(CAR, true, {"cleanliness": one_hot_probs([1, 1], 3), "damage": probs["damage"]}, ["x"])
     with pytest.raises(ValueError):
-        summarize(CAR, [{"cleanliness": "spotless", "damage": "intact"}], probs, ["x"])
+        summarize_heads(CAR, [{"cleanliness": "spotless", "damage": "intact"}], probs, ["x"])
 
 
 # ---------------------------------------------------------------------------- plots
@@ -113,7 +113,7 @@ def car_summary():
             [("clean", "intact"), ("slightly_dirty", "damaged"), ("very_dirty", "intact"),
              (None, "damaged"), ("clean", "damaged"), ("very_dirty", "intact")]]
     probs = {"cleanliness": one_hot_probs([0, 0, 2, 1, 0, 2], 3), "damage": one_hot_probs([0, 1, 0, 1, 0, 0], 2)}
-    return summarize(CAR, true, probs, ["a", "a", "b", "b", "b", "a"])
+    return summarize_heads(CAR, true, probs, ["a", "a", "b", "b", "b", "a"])
 
 
 def test_plots_write_pngs(tmp_path):
@@ -139,7 +139,7 @@ def test_plots_write_pngs(tmp_path):
 
 def full_metrics():
     summary = car_summary()
-    photo = summarize(CAR, [{"cleanliness": "clean", "damage": "intact"}, {"cleanliness": "very_dirty", "damage": "damaged"}],
+    photo = summarize_heads(CAR, [{"cleanliness": "clean", "damage": "intact"}, {"cleanliness": "very_dirty", "damage": "damaged"}],
                       {"cleanliness": one_hot_probs([0, 1], 3), "damage": one_hot_probs([0, 1], 2)},
                       ["photo_src", "photo_src"])
     return {
@@ -163,7 +163,7 @@ def full_metrics():
     }
 
 
-CONFIG = ModelConfig.for_task(CAR)
+CONFIG = new_config(CAR)
 CONFIG.domain_head = True
 
 
@@ -210,9 +210,9 @@ def test_model_card_of_an_all_data_run_shows_the_held_out_runs_figures(tmp_path)
 
 
 def test_model_card_minimal(tmp_path):
-    summary = summarize(COLLECTIBLES, [{"category": "coins"}, {"category": "books"}],
+    summary = summarize_heads(COLLECTIBLES, [{"category": "coins"}, {"category": "books"}],
                         {"category": one_hot_probs([1, 1], 5)}, ["x", "y"])
-    config = ModelConfig.for_task(COLLECTIBLES)
+    config = new_config(COLLECTIBLES)
     path = write_model_card(tmp_path, COLLECTIBLES, config, {"task": "collectibles", "splits": {"val_photos": summary}})
     text = path.read_text()
     assert ModelCard.load(path).data.eval_results[0].metric_value == 0.5
@@ -227,8 +227,9 @@ def test_model_card_minimal(tmp_path):
 # ---------------------------------------------------------------------------- evaluate CLI
 
 def make_car_checkpoint(folder: Path) -> Path:
-    from inference.model import ModelConfig, create_model, save_checkpoint
-    config = ModelConfig.for_task(CAR, image_size=64)
+    from inference.model import create_model
+    from training.model_builder import save_checkpoint
+    config = new_config(CAR, image_size=64)
     save_checkpoint(create_model(config), config, folder)
     return folder
 

@@ -15,7 +15,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from inference.hub import CheckpointSource
-from inference.model import WEIGHTS_NAME, atomic_write, load_checkpoint
+from inference.model import WEIGHTS_NAME, load_checkpoint
+from training.model_builder import atomic_write
 from inference.predictor import Predictor
 from support import ROOT, shared
 

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from inference.images import load_image
 from inference.model import MultiHeadModel
+from training.model_builder import forward_front
 from training.data import Sample
 
 # On CPU, oneDNN runs EfficientNet's convolutions faster on channels-last tensors (collectibles with
@@ -50,7 +51,7 @@ def cache_front(model: MultiHeadModel, frozen_blocks: int, dataset: TorchDataset
     start = 0
     with torch.inference_mode():
         for batch in tqdm(loader, desc=desc, unit="batch", leave=False):
-            act = model.forward_front(batch.contiguous(memory_format=CPU_MEMORY_FORMAT), frozen_blocks).half().numpy()
+            act = forward_front(model, batch.contiguous(memory_format=CPU_MEMORY_FORMAT), frozen_blocks).half().numpy()
             if out is None:
                 out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16,
                                                 shape=(len(dataset), *act.shape[1:]))

@@ -39,7 +39,7 @@ from inference.model import CheckpointError
 from inference.predictor import BACKENDS, BATCH_SIZE, Predictor, load_model
 from inference.tasks import TASKS, TaskSpec, get_task
 from training.data import KINDS, OUTLIER_KINDS, DataError, Sample, add_data_arguments, load_all, load_label_map
-from training.metrics import group_accuracy, summarize
+from training.metrics import group_accuracy, summarize_heads
 from training.splits import holdout_split
 
 EXIT_ERROR = 2
@@ -120,7 +120,7 @@ def predict_samples(predictor: Predictor, samples: Sequence[Sample], batch_size:
 
 def _labelled_summary(spec: TaskSpec, used: list[Sample], probs: dict[str, np.ndarray], in_domain: list[bool],
                       rows: list[int]) -> dict[str, Any]:
-    summary = summarize(spec, [used[i].labels for i in rows], {h: p[rows] for h, p in probs.items()},
+    summary = summarize_heads(spec, [used[i].labels for i in rows], {h: p[rows] for h, p in probs.items()},
                         [str(used[i].source or "unknown") for i in rows])
     return {**summary, "in_domain_rate": round(float(np.mean([in_domain[i] for i in rows])), 4) if rows else None}
 

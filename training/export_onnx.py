@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from inference.model import DOMAIN_OUTPUT, ONNX_BATCH_DIM, ONNX_NAME, MultiHeadModel, atomic_write, load_checkpoint
+from inference.model import DOMAIN_OUTPUT, ONNX_BATCH_DIM, ONNX_NAME, MultiHeadModel, load_checkpoint
+from training.model_builder import atomic_write
 
 
 class OnnxOutputs(nn.Module):

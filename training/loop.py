@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from inference.model import DOMAIN_OUTPUT, MultiHeadModel
+from training.model_builder import forward_tail, head_layers
 from training.activations import CPU_MEMORY_FORMAT, MixedViews
 from training.losses import UNKNOWN, multitask_loss
 
@@ -18,7 +19,7 @@ def trainable_parameters(model: MultiHeadModel, frozen_blocks: int) -> list[dict
     """Parameter groups: the backbone tail learns slower than the freshly initialised heads."""
     b = model.backbone
     tail = [p for m in (*b.blocks[frozen_blocks:], b.conv_head, b.bn2) for p in m.parameters()]
-    heads = [p for m in model.head_layers() for p in m.parameters()]
+    heads = [p for m in head_layers(model) for p in m.parameters()]
     return [{"params": tail, "lr_scale": 0.3}, {"params": heads, "lr_scale": 1.0}]
 
 
@@ -26,7 +27,7 @@ def set_train_mode(model: MultiHeadModel, frozen_blocks: int, train: bool) -> No
     model.eval()
     if train:
         b = model.backbone
-        for m in (*b.blocks[frozen_blocks:], b.conv_head, b.bn2, model.dropout, *model.head_layers()):
+        for m in (*b.blocks[frozen_blocks:], b.conv_head, b.bn2, model.dropout, *head_layers(model)):
             m.train()
 
 
@@ -68,7 +69,7 @@ def run_epoch(model: MultiHeadModel, frozen_blocks: int, activations: np.ndarray
         x = torch.from_numpy(np.asarray(activations[idx], dtype=np.float32)).contiguous(memory_format=CPU_MEMORY_FORMAT)
         y = {h: t[idx] for h, t in targets.items()}
         with torch.set_grad_enabled(train):
-            features = model.forward_tail(x, frozen_blocks)
+            features = forward_tail(model, x, frozen_blocks)
             logits = model.classify(features)
             loss = multitask_loss(logits, y, loss_weights, weights, label_smoothing if train else 0.0)
         if train:

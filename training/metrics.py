@@ -106,7 +106,7 @@ def group_accuracy(spec: TaskSpec, true_labels: Sequence[Mapping[str, str | None
     return table
 
 
-def summarize(spec: TaskSpec, true_labels: Sequence[Mapping[str, str | None]],
+def summarize_heads(spec: TaskSpec, true_labels: Sequence[Mapping[str, str | None]],
               probs: Mapping[str, np.ndarray], sources: Sequence[str]) -> dict:
     """Metrics per head (rows with an unknown label left out of that head only) and per source.
 

@@ -10,16 +10,62 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from inference.render import markdown_table
 from inference.model import HEADS_NAME, ModelConfig
 from inference.tasks import TaskSpec
 
 KIND_TITLES = {"val_scans": "validation scans", "val_photos": "validation photos (held-out sources)"}
 DATASET_PREFIX = "image-understanding-space/"   # the project's data folders, named as Hub dataset ids
+@dataclass(frozen=True)
+class CardText:
+    """The prose of a task's model card: who it is for, what to watch for, and the system it replaces
+    (../shared/docs/SEEDS.md: accuracy on that system's own validation split)."""
+    intended_use: str
+    limitations: tuple[str, ...]
+    earlier_system: str
+    earlier_accuracy: dict[str, float]
+
+
+CARD_TEXT = {
+    "collectibles": CardText(
+        intended_use=(
+            "Collectors and resellers sorting phone photos of their items into books, coins, drumsticks, stamps "
+            "and vinyl records, for example before listing them for sale or cataloguing a collection. The model "
+            "answers one of the five categories and says when a photo does not look like any of them."),
+        limitations=(
+            "Flat printed art is confusable: book covers, album sleeves and stamps that show a portrait or lettering.",
+            "Most drumstick pictures are small (64 px) ImageNet photos; few sharp photos of sticks were available.",
+            "One item per photo is assumed: a photo with several kinds of items gets one answer.",
+        ),
+        earlier_system="Keras CNN + Flask app (3 conv layers, 224 px, 20 epochs)",
+        earlier_accuracy={"category": 0.75},
+    ),
+    "car": CardText(
+        intended_use=(
+            "Fleet operators of a ride-hailing service checking the phone photos drivers send: is the car clean, "
+            "slightly dirty or very dirty (a reminder to wash it), and is there visible damage (a reason to have the "
+            "car inspected). It supports people; it does not replace an inspection, and a `damaged` answer should "
+            "be confirmed by a person."),
+        limitations=(
+            "Shadows can be taken for dirt, and dirt in shadow can be missed (a known failure of the earlier system).",
+            "Small or distant scratches and dents are easy to miss; photograph damage from close by.",
+            "`slightly_dirty` has few photos and one person's judgement behind it, so it is the least reliable label; "
+            "cleanliness is ordinal (clean < slightly_dirty < very_dirty) and most errors are between neighbours.",
+            "Almost all photos of damaged cars come from one source (salvage lots): damage in other settings is "
+            "measured on few photos.",
+        ),
+        earlier_system="EfficientNet-B4 multi-task + Streamlit app (224 px, 15 epochs)",
+        earlier_accuracy={"cleanliness": 0.873, "damage": 0.912},
+    ),
+}
+
+
 RECIPE_ARGS = ("arch", "image_size", "frozen_blocks", "epochs", "views", "plain_views", "lr", "batch_size",
                "label_smoothing", "val_fraction", "seed")
 
@@ -37,10 +83,7 @@ def _pct(x: Any) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(v: Any) -> str:
-        return _fmt(v).replace("|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
+    return markdown_table(header, [[_fmt(v) for v in row] for row in rows], align=["l"] * len(header))
 
 
 def _dataset_id(folder: Mapping[str, Any]) -> str:
@@ -91,7 +134,7 @@ def _results(spec: TaskSpec, metrics: Mapping[str, Any]) -> list[str]:
     names = list(splits)
     rows = []
     for head in spec.heads:
-        row = [head, spec.earlier_accuracy.get(head)]
+        row = [head, CARD_TEXT[spec.name].earlier_accuracy.get(head)]
         for s in names:
             m = splits[s]["heads"][head]
             weakest = min(((c["recall"], label) for label, c in m["per_class"].items() if c["support"]), default=None)
@@ -101,7 +144,7 @@ def _results(spec: TaskSpec, metrics: Mapping[str, Any]) -> list[str]:
     header = ["head", "earlier system"] + [f"{KIND_TITLES.get(s, s)}: {col}" for s in names
                                            for col in ("accuracy", "macro F1", "weakest recall")]
     out += ["", _table(header, rows), "",
-            f"The earlier system ({spec.earlier_system}) reported its accuracy on its own validation split."]
+            f"The earlier system ({CARD_TEXT[spec.name].earlier_system}) reported its accuracy on its own validation split."]
     for head, labels in spec.heads.items():
         header = ["class"] + [f"{KIND_TITLES.get(s, s)} {col}" for s in names for col in ("precision", "recall", "support")]
         rows = [[f"`{label}`"] + [c for s in names for c in
@@ -307,8 +350,8 @@ def build_model_card(out_dir: Path, spec: TaskSpec, config: ModelConfig, metrics
         "\n".join(_results(spec, metrics)), "\n".join(_in_domain(spec, metrics)), "\n".join(_calibration(metrics)),
         "\n".join(_review(metrics)), "\n".join(_usage(spec, config)), "\n".join(_layout(spec, config)), "\n".join(_training(metrics, notes)),
         "\n".join(_worst_errors(metrics)), "\n".join(_plots(Path(out_dir))),
-        "## Intended use\n\n" + spec.intended_use,
-        "## Limitations\n\n" + "\n".join(f"- {item}" for item in spec.limitations),
+        "## Intended use\n\n" + CARD_TEXT[spec.name].intended_use,
+        "## Limitations\n\n" + "\n".join(f"- {item}" for item in CARD_TEXT[spec.name].limitations),
         "## Reproduce\n\n```bash\n" + str((metrics.get("training") or {}).get("command", "")) + "\n```\n\n"
         "Measure it again on held-out sources (the same data arguments and seed as the held-out run):\n\n```bash\n"
         f"python -m training.evaluate --task {spec.name} --data DATA_DIR ... --split val --weights THIS_FOLDER --json\n"

@@ -70,7 +70,7 @@ def plot_history(history: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Pa
 
 
 def plot_confusion_matrices(summary: Mapping[str, Any], out_dir: Path, prefix: str = "confusion") -> list[Path]:
-    """One `<prefix>_<head>.png` per head of a `summarize()` result: counts annotated, colour by
+    """One `<prefix>_<head>.png` per head of a `summarize_heads()` result: counts annotated, colour by
     row share (recall), labels on both axes, accuracy in the title."""
     out_dir = Path(out_dir)
     paths = []

@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.model import DOMAIN_OUTPUT, ModelConfig, atomic_write, create_eval_transform, create_model, \
-    load_checkpoint, save_checkpoint, PRETRAINED_PACKAGES
+from inference.model import DOMAIN_OUTPUT, ModelConfig, create_eval_transform, create_model, load_checkpoint
+from training.model_builder import PRETRAINED_PACKAGES, atomic_write, create_pretrained_model, new_config, \
+    save_checkpoint
 from inference.predictor import softmax
 from inference.tasks import DEFAULT_ARCHITECTURE, TASKS, get_task
 from training.activations import CPU_MEMORY_FORMAT, ImageViews, MixedViews, cache_front
@@ -48,7 +49,7 @@ from training.domain_head import N_DRAWN, drawn_features, refit_domain_head
 from training.export_onnx import export_onnx
 from training.loop import EpochResult, cosine_with_warmup, run_epoch, trainable_parameters
 from training.losses import UNKNOWN, class_weights, targets_for
-from training.metrics import summarize, worst_errors
+from training.metrics import summarize_heads, worst_errors
 from training.model_card import write_model_card
 from training.plots import plot_confusion_matrices, plot_history, plot_reliability
 from training.publish import PublishError, push_to_hub
@@ -273,7 +274,7 @@ def held_out_figures(spec, split: Split, result: EpochResult, config: ModelConfi
     for kind in KINDS:
         rows = [i for i, s in enumerate(val) if s.kind == kind]
         if rows:
-            splits[f"val_{kind}s"] = summarize(spec, [val[i].labels for i in rows],
+            splits[f"val_{kind}s"] = summarize_heads(spec, [val[i].labels for i in rows],
                                                {h: p[rows] for h, p in probs.items()}, [val[i].source for i in rows])
     for name, summary in splits.items():
         plot_confusion_matrices(summary, run_dir, f"confusion_{name.removeprefix('val_')}")
@@ -380,9 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%d pictures: train %d, validation %d; %s", len(samples), len(split.train), len(split.val),
              json.dumps(split.describe()["per_kind"]))
 
-    config = ModelConfig.for_task(spec, args.arch, args.image_size)
+    config = new_config(spec, args.arch, args.image_size)
     config.domain_head = bool(args.negatives or args.other_task)
-    model = create_model(config, pretrained=not args.no_pretrained)
+    model = create_model(config) if args.no_pretrained else create_pretrained_model(config)
     model = model.to(memory_format=CPU_MEMORY_FORMAT)
     views, val_acts, cache_info = cache_activations(args, spec, model, config, split, run_dir)
     trainer = Trainer(args, spec, model, split, views, val_acts, loss_weights)
