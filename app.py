@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import os
+from functools import partial
+from itertools import product
 from pathlib import Path
 
 import gradio as gr
@@ -44,11 +46,9 @@ def answer_for(task: str, path: str | None, **options: bool) -> Answer:   # an u
 
 def label_component(answer: Answer, head: str) -> gr.Label:
     """A head's bars with labels as words, bold only for an automatic answer (titles: inference.messages)."""
-    if answer.prediction is None or head not in answer.prediction.heads:
-        return gr.Label(value=None, label=head_title(head))
-    p = answer.prediction.heads[head]
-    return gr.Label({display_label(k): v for k, v in p.probabilities.items()}, label=bars_title(answer, head),
-                    show_heading=answer.judged and not p.needs_review)
+    p = answer.prediction.heads.get(head) if answer.prediction else None
+    return gr.Label(p and {display_label(k): v for k, v in p.probabilities.items()}, label=bars_title(answer, head)
+                    if p else head_title(head), show_heading=bool(p) and answer.judged and not p.needs_review)
 
 
 def photo_answer_ui(task: str, path: str | None, show_cam: bool, read: bool = False) -> list:
@@ -67,14 +67,6 @@ def photo_endpoint(task: str, explain: bool):
         return (client_payload(answer), *image_files(answer.overlays, answer.spec.head_names)) if explain else \
             client_payload(answer)
     return endpoint
-
-
-PHOTO_ENDPOINTS = {   # api_name -> (task, with heat maps, description)
-    "classify_collectible": (COLLECTIBLES.name, False, "Category of one photo (read_text=True: and the text on it)."),
-    "classify_collectible_explained": (COLLECTIBLES.name, True, "That JSON plus the Grad-CAM overlay."),
-    "assess_car": (CAR.name, False, "Cleanliness and damage of one car photo, with needs_review per head."),
-    "assess_car_explained": (CAR.name, True, "That JSON plus one Grad-CAM overlay per head (cleanliness, damage)."),
-}
 
 
 def inspect_car(images: list[str], views: str = "", explain: bool = False):
@@ -130,9 +122,8 @@ def flag_ui(task: str, image: str | None, comment: str, *choices: str) -> str:
 
 
 class PhotoInput(gr.Image):
-    """gr.Image whose uploads reach load_image as files, undecoded: Gradio's own decoding fails on a PDF or a text
-    file with a bare "Error" instead of load_image's message. A subclass (not a patched instance), so the copies
-    Gradio keeps per session after an update keep it; the browser still sees an "image"."""
+    """Uploads go to load_image undecoded (Gradio's decoding fails on a PDF with a bare "Error"); a subclass, so
+    Gradio's per-session copies keep it; the browser sees an "image"."""
 
     @classmethod
     def get_block_name(cls) -> str:
@@ -147,8 +138,7 @@ class PhotoInput(gr.Image):
             raise user_error("The image could not be read. Please upload it again or try another photo.") from None
 
 
-def photo_input(label: str = "Photo", **kwargs) -> PhotoInput:
-    return PhotoInput(type="filepath", label=label, sources=["upload", "clipboard", "webcam"], **kwargs)
+photo_input = partial(PhotoInput, type="filepath", label="Photo", sources=["upload", "clipboard", "webcam"])
 
 
 def photo_tab(task: str, button_text: str, read: bool = False) -> None:
@@ -158,7 +148,7 @@ def photo_tab(task: str, button_text: str, read: bool = False) -> None:
         with gr.Column():
             image = photo_input(elem_id=f"{task}-image")
             options = [gr.Checkbox(value=True, label="Show where the model looked (Grad-CAM heat maps)")]
-            options += [gr.Checkbox(value=False, label="Read the text (title, artist, country, year; 1-3 s more)",
+            options += [gr.Checkbox(value=False, label="Read the text (title, artist, country, year; 0.5-1 s more)",
                                     visible=ocr.available(), elem_id=f"{task}-read-text")] if read else []
             button = gr.Button(button_text, variant="primary")
         with gr.Column():
@@ -204,7 +194,7 @@ def batch_tab() -> None:
                 "folders per car, `car_id__` name prefixes or a CSV `image,car_id` give one verdict per car.")
     with gr.Row():
         task = gr.Radio([(spec.title, name) for name, spec in TASKS.items()], value=CAR.name, label="Task")
-        read = gr.Checkbox(value=False, label="Collectibles: read the text (1-3 s a photo)", visible=ocr.available())
+        read = gr.Checkbox(value=False, label="Collectibles: read the text (0.5-1 s a photo)", visible=ocr.available())
     files = gr.File(file_count="multiple", type="filepath", label="Photos, ZIP archives, a CSV image,car_id",
                     file_types=["image", ".zip", ".csv"], elem_id="batch-files")
     button = gr.Button("Run batch", variant="primary")
@@ -232,11 +222,15 @@ def api_endpoints() -> None:
         task, views, correction, comment = [gr.Textbox(label=n) for n in ("task", "views", "correction", "comment")]
         read_text, result = gr.Checkbox(value=False, label="read_text"), gr.JSON()
         cams = [gr.Image(label=f"overlay_{h}", format="jpeg") for h in CAR.head_names]
-        for name, (for_task, explain, about) in PHOTO_ENDPOINTS.items():
-            inputs = [image, read_text] if get_task(for_task).reads_text else [image]
-            outputs = [result, *cams[:len(get_task(for_task).heads)]] if explain else [result]
-            gr.Button(name, visible=False).click(photo_endpoint(for_task, explain), inputs, outputs, api_name=name,
-                                                 api_description=about)
+        for spec, explain in product(TASKS.values(), (False, True)):
+            name = spec.api_name + ("_explained" if explain else "")
+            about = f"{spec.title} of one photo: the client JSON (inference/render.py)" + (
+                ", and one Grad-CAM overlay per head" if explain else "") + (
+                "; read_text=True adds the text on the item" if spec.reads_text else "")
+            gr.Button(name, visible=False).click(photo_endpoint(spec.name, explain),
+                                                 [image, read_text] if spec.reads_text else [image],
+                                                 [result, *cams[:len(spec.heads)]] if explain else [result],
+                                                 api_name=name, api_description=about)
         for fn, inputs in ((inspect_car, [images, views]), (flag_answer, [task, image, correction, comment])):
             gr.Button(fn.__name__, visible=False).click(fn, inputs, result, api_name=fn.__name__,
                                                         api_description=fn.__doc__)

@@ -87,12 +87,12 @@ def label_chart(summary: dict[str, Any]) -> Image.Image:
         bars = ax.bar([display_label(n) for n in names], counts, color=[f"C{i}" for i in range(len(names))])
         ax.bar_label(bars)
         ax.set_title(display_label(head))
-        ax.tick_params(axis="x", labelrotation=30)
     status = {display_label(name): summary[f"n_{name}"] for name in STATUSES}
     bars = axes[-1].bar(list(status), list(status.values()), color=["C2", "C7", "C1", "C3"])
     axes[-1].bar_label(bars)
     axes[-1].set_title(f"{summary['n_files']} files")
     for ax in axes:
+        ax.tick_params(axis="x", labelrotation=30)
         ax.set_ylabel("photos")
         ax.margins(y=0.15)
     fig.tight_layout()

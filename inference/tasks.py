@@ -41,6 +41,7 @@ class TaskSpec:
     all_clear_labels: dict[str, str] = field(default_factory=dict)
     batch_actions: tuple[BatchAction, ...] = ()
     reads_text: bool = False   # answers may carry the text on the item (inference.ocr)
+    api_name: str = ""         # the app's client-API endpoint for one photo (and <api_name>_explained)
 
     @property
     def head_names(self) -> tuple[str, ...]:
@@ -66,6 +67,7 @@ COLLECTIBLES = TaskSpec(
     hub_repo="image-understanding-space/collectibles-classifier",
     ood_message="Not judged: this does not look like a photo of a book, coin, drumstick, stamp or vinyl record.",
     reads_text=True,
+    api_name="classify_collectible",
 )
 
 CAR = TaskSpec(
@@ -91,6 +93,7 @@ CAR = TaskSpec(
             UNSURE: "Cleanliness unsure: a person should look at the photo.",
         },
     },
+    api_name="assess_car",
     note_order=("damage", "cleanliness"),
     all_clear="The car is in excellent condition!",
     all_clear_labels={"damage": "intact", "cleanliness": "clean"},
