@@ -18,16 +18,13 @@ from inference.batch_report import ACTION_COLUMNS, action_rows, batch_summary, l
 from inference.files import example_files, examples_cache_folder, image_files
 from inference.flags import answer_labels, correction_choices, flag_upload, flagging_enabled
 from inference.inspection import MAX_VIEWS, inspect_uploads, inspection_markdown, inspection_payload, overlay_gallery
-from inference.messages import bars_title, display_label, head_title, megabytes
+from inference.messages import APP_ABOUT, APP_TITLE, bars_title, display_label, endpoint_description, \
+    head_title, megabytes
 from inference.predictor import load_model
 from inference.render import batch_columns, client_payload, text_markdown, ui_markdown
 from inference.tasks import TASKS, get_task
 
 COLLECTIBLES, CAR = get_task("collectibles"), get_task("car")
-TITLE = "Image understanding: collectibles and car condition"
-ABOUT = """Photos unlike what a model knows are not judged, dark or blurred ones are to be retaken, unsure answers
-say so. Photos are deleted within an hour, except with **Wrong answer?**: that photo, the answer and your correction
-stay on this server to improve the models (no name or address; the operator can turn it off with FLAGGING=0)."""
 DELETE_CACHE = (600, 3600)   # Gradio's temporary copies of uploads and results: checked every 10 min, kept 1 h
 PRIVATE = {"api_visibility": "private"}   # UI-only events: not part of the client API
 SCROLL_TO = "() => {{ if (window.innerWidth < 700) document.getElementById('{}')?.scrollIntoView(); }}"
@@ -224,13 +221,10 @@ def api_endpoints() -> None:
         cams = [gr.Image(label=f"overlay_{h}", format="jpeg") for h in CAR.head_names]
         for spec, explain in product(TASKS.values(), (False, True)):
             name = spec.api_name + ("_explained" if explain else "")
-            about = f"{spec.title} of one photo: the client JSON (inference/render.py)" + (
-                ", and one Grad-CAM overlay per head" if explain else "") + (
-                "; read_text=True adds the text on the item" if spec.reads_text else "")
             gr.Button(name, visible=False).click(photo_endpoint(spec.name, explain),
                                                  [image, read_text] if spec.reads_text else [image],
                                                  [result, *cams[:len(spec.heads)]] if explain else [result],
-                                                 api_name=name, api_description=about)
+                                                 api_name=name, api_description=endpoint_description(spec, explain))
         for fn, inputs in ((inspect_car, [images, views]), (flag_answer, [task, image, correction, comment])):
             gr.Button(fn.__name__, visible=False).click(fn, inputs, result, api_name=fn.__name__,
                                                         api_description=fn.__doc__)
@@ -239,10 +233,10 @@ def api_endpoints() -> None:
 def build_demo() -> gr.Blocks:
     """The Blocks; example outputs are cached under a key of the serving checkpoints and this code."""
     os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(examples_cache_folder(Path(__file__))))
-    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
-        gr.Markdown(f"# {TITLE}\nUpload or paste a photo: the answer and where the model looked appear beside it.")
+    with gr.Blocks(title=APP_TITLE, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
+        gr.Markdown(f"# {APP_TITLE}\nUpload or paste a photo: the answer and where the model looked appear beside it.")
         with gr.Accordion("What this does", open=False):
-            gr.Markdown(ABOUT)
+            gr.Markdown(APP_ABOUT)
         for tab, build in (("Collectibles", lambda: photo_tab(COLLECTIBLES.name, "Classify", read=True)),
                            ("Car condition", lambda: photo_tab(CAR.name, "Check the car")),
                            ("Car inspection", inspection_tab), ("Batch", batch_tab)):

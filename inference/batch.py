@@ -24,7 +24,7 @@ from PIL import Image
 from inference.answer import Answer, analyze_photos
 from inference.images import IMAGE_EXTENSIONS, MAX_FILE_BYTES, ImageError, is_zip, load_image
 from inference.messages import megabytes, too_large
-from inference.predictor import BATCH_SIZE
+from inference.predictor import BATCH_SIZE, Predictor
 from inference.inspection import car_row
 from inference.render import batch_row
 from inference.tasks import get_task
@@ -128,13 +128,16 @@ def expand(items: Iterable[tuple[str, Content]]) -> list[_Item]:
     return out
 
 
-def car_id_from_name(name: str) -> str:
-    """The car a photo belongs to, from its name: a `car_id__` file-name prefix, else the folder holding it
-    inside a ZIP archive (`fleet.zip/car_id/front.jpg`); "" when the name says nothing."""
-    path = PurePosixPath(name)
-    if "__" in path.name:
-        return path.name.split("__", 1)[0]
-    return path.parent.name if len(path.parts) > 2 else ""
+NO_CAR_ID = "(no car id)"   # the car of the photos that do not say which car they show
+
+
+def car_ids_from_paths(paths: Sequence[PurePosixPath]) -> list[str]:
+    """The car each photo shows, from where it is: when the photos sit in two or more folders, the folder holding
+    each (`car_1/front.jpg`); else a `car_id__` file-name prefix (`car_1__front.jpg`); "" when neither says.
+    One folder holding everything is only a container. The Batch tab and the fleet job share this rule."""
+    if len({path.parent for path in paths if len(path.parts) > 1}) >= 2:
+        return [path.parent.name if len(path.parts) > 1 else "" for path in paths]
+    return [path.name.split("__", 1)[0] if "__" in path.name else "" for path in paths]
 
 
 def read_car_manifest(content: Content) -> dict[str, str]:
@@ -150,12 +153,13 @@ def read_car_manifest(content: Content) -> dict[str, str]:
 
 
 def car_ids(names: Sequence[str], manifest: dict[str, str] | None = None) -> list[str] | None:
-    """One car id per photo when the batch says which car each photo shows (a manifest, `car_id__` prefixes
-    or two or more folders in a ZIP); None when it does not."""
+    """One car id per photo when the batch says which car each photo shows (a manifest, car folders in a ZIP or
+    `car_id__` prefixes); None when it does not."""
     if manifest:
         return [manifest.get(PurePosixPath(n).name, "") for n in names]
-    ids = [car_id_from_name(n) for n in names]
-    return ids if len(set(ids) - {""}) >= 2 or any("__" in PurePosixPath(n).name for n in names) else None
+    # A row's name is the upload's name, or `archive.zip/member` for a ZIP member: the car is in the member.
+    ids = car_ids_from_paths([PurePosixPath(n.split("/", 1)[-1]) for n in names])
+    return ids if any(ids) else None
 
 
 @dataclass
@@ -173,20 +177,37 @@ def _thumbnail(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _answers(task: str, chunk: Sequence[_Item], read_text: bool) -> list[Answer]:
-    """One Answer per item: the readable ones decoded and analysed together, the others with their error."""
+def analyze_readers(task: str, readers: Sequence[Callable[[], Image.Image]], *, read_text: bool = False,
+                    predictor: Predictor | None = None) -> list[Answer]:
+    """One Answer per reader (a call that decodes one photo or raises ImageError): the photos that decode are
+    analysed together in one batch, the others keep their error. The Batch tab and the fleet job share this."""
     answers: list[Answer | None] = []
     photos = []
-    for item in chunk:
+    for read in readers:
         try:
-            if item.error is not None:
-                raise ImageError(item.error)
-            photos.append(load_image(item.data))
+            photos.append(read())
             answers.append(None)
         except ImageError as err:
             answers.append(Answer(task, error=err))
-    analysed = iter(analyze_photos(task, photos, read_text=read_text))
+    analysed = iter(analyze_photos(task, photos, read_text=read_text, predictor=predictor))
     return [answer or next(analysed) for answer in answers]
+
+
+def _reader(item: _Item) -> Callable[[], Image.Image]:
+    def read() -> Image.Image:
+        if item.error is not None:
+            raise ImageError(item.error)
+        return load_image(item.data)
+    return read
+
+
+def car_verdicts(task: str, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One verdict per car (inference.inspection.car_row), cars in the order first seen, from rows with a
+    `car_id`; the photos without one make up one more car, NO_CAR_ID."""
+    by_car: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_car.setdefault(row["car_id"] or NO_CAR_ID, []).append(row)
+    return [car_row(get_task(task), car_id, car_rows) for car_id, car_rows in by_car.items()]
 
 
 def predict_files(task: str, items: Sequence[tuple[str, Content]],
@@ -198,7 +219,7 @@ def predict_files(task: str, items: Sequence[tuple[str, Content]],
     `on_progress(done, total)` is called after every chunk of photos. With `read_text` (tasks that read
     text), the `text` column holds the text read on each photo (an OCR problem is noted there).
     """
-    spec = get_task(task)
+    get_task(task)   # an unknown task fails before any file is read
     manifests = [content for name, content in items if str(name).lower().endswith(".csv")]
     expanded = expand([(name, content) for name, content in items if not str(name).lower().endswith(".csv")])
     if not expanded:
@@ -206,7 +227,8 @@ def predict_files(task: str, items: Sequence[tuple[str, Content]],
     result = BatchResult([])
     for start in range(0, len(expanded), BATCH_SIZE):
         chunk = expanded[start:start + BATCH_SIZE]
-        for item, answer in zip(chunk, _answers(task, chunk, read_text)):
+        readers = [_reader(item) for item in chunk]
+        for item, answer in zip(chunk, analyze_readers(task, readers, read_text=read_text)):
             result.rows.append(batch_row(item.name, answer))
             if answer.photo is not None:
                 result.thumbnails[item.name] = _thumbnail(answer.photo)
@@ -216,10 +238,7 @@ def predict_files(task: str, items: Sequence[tuple[str, Content]],
     if ids is not None:
         for row, car_id in zip(result.rows, ids):
             row["car_id"] = car_id
-        by_car: dict[str, list[dict[str, Any]]] = {}
-        for row in result.rows:
-            by_car.setdefault(row["car_id"] or "(no car id)", []).append(row)
-        result.cars = [car_row(spec, car_id, rows) for car_id, rows in by_car.items()]
+        result.cars = car_verdicts(task, result.rows)
     return result
 
 

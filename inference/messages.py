@@ -7,12 +7,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from inference.quality import MIN_SIDE
-from inference.tasks import UNSURE, get_task
+from inference.tasks import UNSURE, TaskSpec, get_task
 
 if TYPE_CHECKING:
     from inference.answer import Answer
     from inference.predictor import HeadPrediction, Prediction
 
+APP_TITLE = "Image understanding: collectibles and car condition"
+APP_ABOUT = """Photos unlike what a model knows are not judged, dark or blurred ones are to be retaken, unsure answers
+say so. Photos are deleted within an hour, except with **Wrong answer?**: that photo, the answer and your correction
+stay on this server to improve the models (no name or address; the operator can turn it off with FLAGGING=0)."""
 PLEASE_UPLOAD = "Please upload a photo (JPEG, PNG or WebP)."
 UNSURE_TITLE = "Unsure - please check"
 BEST_GUESS = "Best guess only (not an answer)"
@@ -107,3 +111,10 @@ def bars_title(answer: Answer, head: str) -> str:
     if answer.status == "not_judged":
         return f"{head_title(head)}: best guess only, not judged"
     return f"{head_title(head)}: {review_text(p)}" if p.needs_review else head_title(head)
+
+
+def endpoint_description(spec: TaskSpec, explain: bool) -> str:
+    """What a photo endpoint of the client API returns (its api_description)."""
+    return (f"{spec.title} of one photo: the client JSON (inference/render.py)"
+            + (", and one Grad-CAM overlay per head" if explain else "")
+            + ("; read_text=True adds the text on the item" if spec.reads_text else ""))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from pathlib import PurePosixPath
 
 import httpx
 import pytest
@@ -11,7 +12,7 @@ from gradio_client import Client, handle_file
 
 from benchmarks.bad_inputs import bad_inputs
 from inference import analyze
-from inference.batch import predict_files
+from inference.batch import car_ids_from_paths, predict_files
 from inference.batch_report import batch_summary, report_markdown
 from inference.images import load_image
 from inference.inspection import head_verdict, inspect
@@ -145,3 +146,12 @@ def test_a_flag_sent_through_the_client_api_becomes_a_training_row(app_process, 
     assert summary["added"] >= 1 and any(f"flag:{flag_id}" in line and ",damaged," in line for line in rows), rows
     with pytest.raises(Exception, match="label"):
         client.predict("car", handle_file(str(photo)), "damage=scratched", "", api_name="/flag_answer")
+
+
+def test_car_ids_come_from_car_folders_else_name_prefixes():
+    ids = car_ids_from_paths
+    two_folders = [PurePosixPath(p) for p in ("fleet/car_1/front.jpg", "fleet/car_2/x__rear.jpg", "loose.jpg")]
+    assert ids(two_folders) == ["car_1", "car_2", ""]   # a folder per car wins over a name prefix
+    one_container = [PurePosixPath(p) for p in ("fleet/car_1__front.jpg", "fleet/car_2__rear.jpg", "fleet/a.jpg")]
+    assert ids(one_container) == ["car_1", "car_2", ""]
+    assert ids([PurePosixPath("front.jpg"), PurePosixPath("rear.jpg")]) == ["", ""]

@@ -29,6 +29,8 @@ from typing import Sequence
 import imagehash
 import numpy as np
 from PIL import Image
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
 from training.data import DataError, Sample
@@ -67,38 +69,27 @@ def _cached_phash(path: Path) -> imagehash.ImageHash:
         return imagehash.phash(image)
 
 
-class _Groups:
-    """Union-find over sample indices."""
-
-    def __init__(self, n: int):
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def join(self, a: int, b: int) -> None:
-        a, b = self.find(a), self.find(b)
-        if a != b:
-            self.parent[max(a, b)] = min(a, b)
-
-    def roots(self) -> np.ndarray:
-        return np.array([self.find(i) for i in range(len(self.parent))])
+def joined_groups(n: int, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Each of `n` indices' group: the smallest index it is joined to, directly or through others, by `pairs`
+    (scipy's connected components of the pairs' graph)."""
+    rows, cols = np.array(pairs, dtype=np.int64).reshape(-1, 2).T
+    graph = coo_matrix((np.ones(len(rows), dtype=bool), (rows, cols)), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    smallest = np.full(component.max(initial=-1) + 1, n)
+    np.minimum.at(smallest, component, np.arange(n))
+    return smallest[component]
 
 
 def near_duplicate_groups(hashes: np.ndarray, max_distance: int = NEAR_DUPLICATE_BITS,
                           block: int = 512) -> np.ndarray:
     """Group ids joining (transitively) every pair of uint64 hashes within `max_distance` bits."""
-    groups = _Groups(len(hashes))
+    pairs = []
     for start in range(0, len(hashes), block):
         rows = hashes[start:start + block]
         distances = np.bitwise_count(rows[:, None] ^ hashes[None, start:])
-        for i, j in zip(*np.nonzero(distances <= max_distance)):
-            if j > i:   # upper triangle only; j is relative to `start` like i
-                groups.join(start + int(i), start + int(j))
-    return groups.roots()
+        i, j = np.nonzero(distances <= max_distance)   # j is relative to `start` like i
+        pairs += zip((start + i).tolist(), (start + j).tolist())
+    return joined_groups(len(hashes), pairs)
 
 
 def phash_groups(samples: Sequence[Sample], max_distance: int = NEAR_DUPLICATE_BITS) -> np.ndarray:
@@ -163,15 +154,10 @@ def _cover_both_sides(samples: Sequence[Sample], groups: np.ndarray, in_val: np.
 
 def _unit_ids(samples: Sequence[Sample], phash: np.ndarray) -> list[str]:
     """Each sample's unit name: its near-duplicate family joined with its holdout group, if any."""
-    groups = _Groups(len(samples))
     first: dict[str, int] = {}
-    for i, sample in enumerate(samples):
-        if sample.holdout_group is not None:
-            groups.join(i, first.setdefault(f"{sample.kind}:{sample.holdout_group}", i))
-    by_phash: dict[int, int] = {}
-    for i, g in enumerate(phash.tolist()):
-        groups.join(i, by_phash.setdefault(g, i))
-    roots = groups.roots()
+    pairs = [(i, first.setdefault(f"{sample.kind}:{sample.holdout_group}", i))
+             for i, sample in enumerate(samples) if sample.holdout_group is not None]
+    roots = joined_groups(len(samples), pairs + list(enumerate(phash.tolist())))
     names: dict[int, str] = {}
     for i, sample in enumerate(samples):   # name a unit after its first holdout group, else its first image
         if sample.holdout_group is not None:
