@@ -56,11 +56,12 @@ FORMAT_RENDERERS = {"default": "rest", "json": "rest", "rest": "rest", "mobile":
 router = APIRouter(prefix=PREFIX, tags=["predict"])
 _limiter: anyio.CapacityLimiter | None = None
 _ready = True   # the app clears this while it warms up (example caching), so health says "starting"
+_startup_s: dict[str, float] = {}   # where the start-up time went, by phase (serve.launch)
 
 
-def set_ready(ready: bool) -> None:
-    global _ready
-    _ready = ready
+def set_ready(ready: bool, startup_s: dict[str, float] | None = None) -> None:
+    global _ready, _startup_s
+    _ready, _startup_s = ready, startup_s or _startup_s
 
 
 class RequestError(Exception):
@@ -193,4 +194,4 @@ async def health() -> JSONResponse:
         return JSONResponse({"status": "error", "error": f"{type(err).__name__}: model not loaded"}, status_code=503)
     if not _ready:
         return JSONResponse({"status": "starting", "models": models}, status_code=503)
-    return JSONResponse({"status": "ok", "models": models})
+    return JSONResponse({"status": "ok", "models": models, "startup_s": _startup_s})

@@ -85,10 +85,19 @@ def launch(argv: list[str] | None = None) -> None:
     tune_malloc()
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    phases, started = {}, time.perf_counter()   # where the start-up time goes (after the imports)
+
+    def phase_done(name: str) -> None:
+        nonlocal started
+        phases[name], started = round(time.perf_counter() - started, 2), time.perf_counter()
+
     fetch_examples()   # a fresh Space has only the manifests; a set-up checkout has the photos already
+    phase_done("examples")
     preload_models()
+    phase_done("models")
     demo = build_demo()
     demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
+    phase_done("interface")
     if args.share:
         print(PRIVACY_NOTE, flush=True)
     rest_api.set_ready(False)   # health answers "starting" until the examples are cached
@@ -96,7 +105,9 @@ def launch(argv: list[str] | None = None) -> None:
                 # REST routes on the same FastAPI app (Gradio passes app_kwargs to its FastAPI App).
                 app_kwargs={"routes": list(rest_api.router.routes)}, ssr_mode=False, show_error=False,
                 prevent_thread_lock=True)
-    rest_api.set_ready(True)
+    phase_done("server_and_example_answers")
+    rest_api.set_ready(True, startup_s=phases)
+    print(f"* Start-up seconds after the imports: {phases}", flush=True)
     print("* Ready. REST: /api/v1/health, /api/v1/car/predict, /api/v1/collectibles/predict", flush=True)
     demo.block_thread()
 

@@ -45,7 +45,7 @@ def latency_stats(values: Sequence[float], scale: float = 1.0, digits: int = 2) 
     def r(x: float) -> float:
         return round(x, digits)
 
-    p50, p95, p99 = np.percentile(vals, [50, 95, 99])
+    p50, p95, p99 = (float(x) for x in np.percentile(vals, [50, 95, 99]))   # plain floats: JSON
     return {"n": len(vals), "mean": r(sum(vals) / len(vals)), "p50": r(p50), "p95": r(p95), "p99": r(p99),
             "min": r(min(vals)), "max": r(max(vals))}
 

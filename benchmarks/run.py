@@ -257,13 +257,22 @@ def bench_app(examples: dict[str, list[Path]], s: Settings) -> dict[str, Any]:
     downloads = Path(tempfile.mkdtemp(prefix="bench-downloads-"))
     try:
         app.start()
+        first = examples[TASK_NAMES[0]][0]
+        t0 = time.perf_counter()
+        httpx.post(f"{app.url}/api/v1/{TASK_NAMES[0]}/predict", files={"image": (first.name, first.read_bytes())},
+                   timeout=120).raise_for_status()
+        first_photo_s = app.ready_s + time.perf_counter() - t0
         time.sleep(1.0)
-        result: dict[str, Any] = {"url": app.url, "first_http_answer_s": round(app.first_answer_s, 2),
+        result: dict[str, Any] = {"start_to_first_photo_answer_s": round(first_photo_s, 2), "url": app.url, "first_http_answer_s": round(app.first_answer_s, 2),
                                   "ready_s": round(app.ready_s, 2),
                                   "example_cache_present_before_start": had_example_cache,
                                   "rss_mb_ready": app.rss_mb()}
         health = httpx.get(f"{app.url}/api/v1/health", timeout=30).json()
         result["serving"] = health.get("models", {})
+        # Where the start-up went: the app times its phases after the imports; the rest is the interpreter
+        # and the imports (and up to 0.2 s of health polling).
+        result["startup_s"] = {"interpreter_and_imports": round(app.ready_s - sum(health["startup_s"].values()), 2),
+                               **health["startup_s"]}
         # The app is served over plain http here, so certificate checks have nothing to check:
         # `ssl_verify=False` spares the client building a certificate store for each of the 3-5
         # HTTP connections it opens per call. The client's defaults are measured too.
@@ -419,7 +428,7 @@ def evaluate_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     targets = []
 
     def add(name: str, value: float | None, threshold: float, higher_is_better: bool, unit: str) -> None:
-        ok = None if value is None else (value >= threshold if higher_is_better else value <= threshold)
+        ok = None if value is None else bool(value >= threshold if higher_is_better else value <= threshold)
         targets.append({"target": name, "value": value, "threshold": threshold,
                         "rule": ">=" if higher_is_better else "<=", "unit": unit, "pass": ok})
 
@@ -439,6 +448,8 @@ def evaluate_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             add(f"{task}: end-to-end p50, gradio_client (ssl_verify=False), with Grad-CAM", e["gradio_gradcam"]["p50"],
                 TARGET_E2E_CAM_MS, False, "ms")
         rss = max(x for x in (r["app"]["rss_mb_ready"], r["app"].get("rss_mb_settled")) if x is not None)
+        add("app start to its first photo answer (REST)", r["app"]["start_to_first_photo_answer_s"],
+            TARGET_COLD_START_S, False, "s")
         add(f"app RSS with both models loaded (max of ready / {RSS_SETTLE_S:.0f} s after the calls)", rss,
             round(TARGET_RSS_BYTES / MIB, 1), False, "MiB")
     if "photo_sizes" in r:
@@ -513,7 +524,10 @@ def render_tables(r: dict[str, Any]) -> str:
     if "app" in r:
         a = r["app"]
         cache = "example cache present" if a["example_cache_present_before_start"] else "examples cached at start"
-        rows.append([f"App start to ready (`/api/v1/health` 200; {cache})", f"{fmt_num(a['ready_s'], 1)} s"])
+        rows.append([f"App start to ready (`/api/v1/health` 200; {cache}) / to its first photo answer",
+                     f"{fmt_num(a['ready_s'], 1)} / {fmt_num(a['start_to_first_photo_answer_s'], 1)} s"])
+        rows.append(["App start-up by phase: " + ", ".join(a["startup_s"]).replace("_", " "),
+                     " / ".join(f"{fmt_num(v, 1)}" for v in a["startup_s"].values()) + " s"])
         rows.append([f"App resident memory (RSS, incl. children): both models loaded / right after the calls / "
                      f"{RSS_SETTLE_S:.0f} s later", f"{fmt_num(a['rss_mb_ready'], 0)} / {fmt_num(a['rss_mb_after_calls'], 0)}"
                      f" / {fmt_num(a.get('rss_mb_settled'), 0)} MiB"])
@@ -587,10 +601,10 @@ def main(argv: list[str] | None = None) -> int:
     results["targets"] = evaluate_targets(results)
     results["seconds"] = round(time.perf_counter() - started, 1)
     results["markdown"] = render_tables(results)
-    write_json(args.out, results)
     print()
     print(results["markdown"])
     print()
+    write_json(args.out, results)
     print(f"Wrote {args.out} in {results['seconds']:.0f} s.")
     return 0
 

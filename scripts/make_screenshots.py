@@ -2,10 +2,14 @@
 (the example photos are third-party and must not end up in the repository).
 
     python -m scripts.make_screenshots --url http://127.0.0.1:7860 --out docs
+
+It also writes docs/screenshots.sha256, the fingerprint of the files that shape the screens (UI_FILES):
+a test fails when they change and the screenshots were not made again.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import tempfile
 from pathlib import Path
@@ -16,8 +20,19 @@ from PIL import Image, ImageDraw, ImageFilter
 
 ROOT = Path(__file__).resolve().parent.parent
 
+UI_FILES = ("app.py", "inference/messages.py", "inference/render.py", "inference/batch_report.py",
+            "inference/inspection.py")
+FINGERPRINT = "screenshots.sha256"
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def ui_fingerprint() -> str:
+    """The SHA-256 of the files that shape what the screenshots show (line endings as checked out)."""
+    digest = hashlib.sha256()
+    for name in UI_FILES:
+        digest.update(name.encode() + b"\0" + (ROOT / name).read_bytes().replace(b"\r\n", b"\n"))
+    return digest.hexdigest()
 
 
 def wooden_table(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
@@ -100,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             page.wait_for_timeout(1500)
             page.screenshot(path=str(args.out / "screenshot_batch.png"), full_page=True)
             browser.close()
+    (args.out / FINGERPRINT).write_text(ui_fingerprint() + "\n")
     print(f"screenshots in {args.out}")
     return 0
 

@@ -143,6 +143,9 @@ def test_health_names_the_serving_checkpoints(app_url):
     assert body["status"] == "ok"
     assert set(body["models"]) == {"collectibles", "car"}
     assert "revision" in body["models"]["car"] and "revision" in body["models"]["collectibles"]
+    phases = body["startup_s"]   # where the start-up time went, for benchmarks.run
+    assert set(phases) == {"examples", "models", "interface", "server_and_example_answers"}
+    assert all(seconds >= 0 for seconds in phases.values()) and phases["models"] > 0
 
 
 def test_client_api_lists_the_named_endpoints(client):
@@ -557,6 +560,14 @@ def test_share_flag_and_env(monkeypatch):
     assert serve.parse_args(["--share"]).share
     monkeypatch.setenv("SHARE", "1")
     assert serve.parse_args([]).share
+
+
+def test_readme_screenshots_show_the_current_interface():
+    """scripts/make_screenshots.py records the fingerprint of the files that shape the screens."""
+    from scripts.make_screenshots import FINGERPRINT, ui_fingerprint
+
+    recorded = (Path(__file__).resolve().parents[1] / "docs" / FINGERPRINT).read_text().strip()
+    assert recorded == ui_fingerprint(), "the interface changed: python -m scripts.make_screenshots (app running)"
 
 
 CHROMIUM = Path("/usr/bin/chromium")
