@@ -45,12 +45,11 @@ from inference.batch import analyze_readers, car_ids_from_paths, car_verdicts, d
 from inference.batch_report import SUMMARY_COLUMNS, batch_summary, label_chart, summary_rows
 from inference.images import IMAGE_EXTENSIONS, MAX_FILE_BYTES, ImageError, load_image
 from inference.inspection import car_columns
-from inference.predictor import load_model
+from inference.predictor import BATCH_SIZE, load_model
 from inference.render import batch_columns, batch_row
 from inference.tasks import TASKS, TaskSpec, get_task
 
 PARTS_DIR = "parts"
-BATCH_SIZE = 32
 THREADS_PER_WORKER = 1      # one model thread per actor and one actor per CPU
 # Only paths and rows go through Ray's object store, never the photos: a small store is plenty locally.
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
