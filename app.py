@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import os
 from functools import partial
 from itertools import product
 from pathlib import Path
@@ -15,13 +14,13 @@ from inference import Answer, analyze, ocr
 from inference.batch import MAX_FILES, MAX_TOTAL_BYTES, BatchError, predict_files
 from inference.batch_report import ACTION_COLUMNS, action_rows, batch_summary, listed_photo, report_files, \
     report_markdown
-from inference.files import example_files, examples_cache_folder, image_files
+from inference.files import example_files, image_files
 from inference.flags import answer_labels, correction_choices, flag_upload, flagging_enabled
 from inference.inspection import MAX_VIEWS, inspect_uploads, inspection_markdown, inspection_payload, overlay_gallery
 from inference.messages import APP_ABOUT, APP_TITLE, bars_title, display_label, endpoint_description, \
     head_title, megabytes
 from inference.predictor import load_model
-from inference.render import batch_columns, client_payload, text_markdown, ui_markdown
+from inference.render import batch_columns, client_payload, readable_rows, text_markdown, ui_markdown
 from inference.tasks import TASKS, get_task
 
 COLLECTIBLES, CAR = get_task("collectibles"), get_task("car")
@@ -88,8 +87,9 @@ def batch_predict(task: str, files: list[str] | None, read_text: bool = False, p
         raise user_error(str(err)) from None
     summary = batch_summary(task, result.rows)
     files = report_files(task, result, summary)
-    table = pd.DataFrame(result.rows, columns=[*batch_columns(get_task(task)), *(["car_id"] if result.cars else [])])
-    return (table.rename(columns=display_label), files["predictions.csv"], summary, files["summary.csv"],
+    columns = [*batch_columns(get_task(task)), *(["car_id"] if result.cars else [])]
+    table = pd.DataFrame(readable_rows(get_task(task), result.rows), columns=columns).rename(columns=display_label)
+    return (table, files["predictions.csv"], summary, files["summary.csv"],
             files["label-counts.png"], report_markdown(summary, result.cars), files["cars.csv"], result.thumbnails,
             pd.DataFrame(action_rows(summary), columns=ACTION_COLUMNS), None)
 
@@ -167,9 +167,11 @@ def photo_tab(task: str, button_text: str, read: bool = False) -> None:
                                 **PRIVATE).then(None, js=SCROLL_TO.format(f"{task}-summary"), **PRIVATE)
     image.clear(lambda: [None] * len(results), None, results, queue=False, show_progress="hidden", **PRIVATE)
     if files := example_files(task):
+        # Answered on each click (about 0.3 s), not cached at start: no cache to build before the first answer,
+        # none to go stale when the checkpoint changes.
         gr.Examples(files, inputs=[image], outputs=[*results, image], fn=lambda p: photo_answer_ui(task, p, True),
-                    cache_examples=True, cache_mode="eager", label="Examples (click one)", examples_per_page=12,
-                    preload=False, **PRIVATE)
+                    run_on_click=True, label="Examples (click one)", examples_per_page=12, preload=False,
+                    elem_id=f"{task}-examples", **PRIVATE)
 
 
 def inspection_tab() -> None:
@@ -196,12 +198,11 @@ def batch_tab() -> None:
                     file_types=["image", ".zip", ".csv"], elem_id="batch-files")
     button = gr.Button("Run batch", variant="primary")
     report = gr.Markdown(elem_id="batch-report")
+    chart = gr.Image(show_label=False, format="png", interactive=False, visible=False, elem_id="batch-chart")
     with gr.Row():
-        chart = gr.Image(show_label=False, format="png", interactive=False, visible=False, elem_id="batch-chart")
-        with gr.Column():
-            actions = gr.Dataframe(label="Lists for the operator (click a row)", interactive=False, visible=False,
-                                   column_widths=["20%", "40%", "15%", "25%"], elem_id="batch-actions")
-            photo = gr.Image(label="Selected photo", format="jpeg", interactive=False, elem_id="batch-photo")
+        actions = gr.Dataframe(label="Lists for the operator (click a row)", interactive=False, visible=False, wrap=True,
+                               column_widths=["22%", "30%", "18%", "30%"], scale=3, elem_id="batch-actions")
+        photo = gr.Image(label="Selected photo", format="jpeg", interactive=False, scale=2, elem_id="batch-photo")
     table = gr.Dataframe(label="Every photo", interactive=False, visible=False, max_height=420, elem_id="batch-table")
     with gr.Row():
         downloads = [gr.File(label=name, interactive=False) for name in ("Results CSV", "Summary CSV", "Cars CSV")]
@@ -231,8 +232,7 @@ def api_endpoints() -> None:
 
 
 def build_demo() -> gr.Blocks:
-    """The Blocks; example outputs are cached under a key of the serving checkpoints and this code."""
-    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(examples_cache_folder(Path(__file__))))
+    """The Blocks of the four tabs and the client API endpoints."""
     with gr.Blocks(title=APP_TITLE, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(f"# {APP_TITLE}\nUpload or paste a photo: the answer and where the model looked appear beside it.")
         with gr.Accordion("What this does", open=False):

@@ -55,7 +55,7 @@ REST_CONCURRENCY = int(os.environ.get("REST_CONCURRENCY", 2))
 FORMAT_RENDERERS = {"default": "rest", "json": "rest", "rest": "rest", "mobile": "mobile"}
 router = APIRouter(prefix=PREFIX, tags=["predict"])
 _limiter: anyio.CapacityLimiter | None = None
-_ready = True   # the app clears this while it warms up (example caching), so health says "starting"
+_ready = True   # serve.launch clears this until the server is fully up, so health says "starting"
 _startup_s: dict[str, float] = {}   # where the start-up time went, by phase (serve.launch)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib
 import logging
 import os
 import sys
@@ -100,13 +101,17 @@ def launch(argv: list[str] | None = None) -> None:
     phase_done("interface")
     if args.share:
         print(PRIVACY_NOTE, flush=True)
-    rest_api.set_ready(False)   # health answers "starting" until the examples are cached
+    rest_api.set_ready(False)   # health answers "starting" until launch() returns
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_BYTES,
                 # REST routes on the same FastAPI app (Gradio passes app_kwargs to its FastAPI App).
                 app_kwargs={"routes": list(rest_api.router.routes)}, ssr_mode=False, show_error=False,
                 prevent_thread_lock=True)
-    phase_done("server_and_example_answers")
+    phase_done("server")
     rest_api.set_ready(True, startup_s=phases)
+    # Example answers are cached on their first click (cache_mode="lazy") and the heat-map library is
+    # imported here, after the server is up: neither sits between the start and the first answer.
+    threading.Thread(target=importlib.import_module, args=("pytorch_grad_cam",), name="warm-grad-cam",
+                     daemon=True).start()
     print(f"* Start-up seconds after the imports: {phases}", flush=True)
     print("* Ready. REST: /api/v1/health, /api/v1/car/predict, /api/v1/collectibles/predict", flush=True)
     demo.block_thread()

@@ -175,7 +175,7 @@ class AppProcess:
         self.proc: subprocess.Popen | None = None
         self.started_at: float | None = None
         self.first_answer_s: float | None = None   # first HTTP answer from /api/v1/health (any status)
-        self.ready_s: float | None = None           # /api/v1/health 200: models loaded, examples cached
+        self.ready_s: float | None = None           # /api/v1/health 200: models loaded, server up
 
     def start(self) -> "AppProcess":
         import httpx

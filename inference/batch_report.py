@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from PIL import Image
 
 from inference.answer import JUDGED, NOT_JUDGED, RETAKE, UNREADABLE
@@ -78,6 +76,10 @@ SUMMARY_COLUMNS = ["section", "name", "file", "label", "confidence", "count", "s
 
 def label_chart(summary: dict[str, Any]) -> Image.Image:
     """Bar charts of the label counts (one panel per head), plus not judged and unreadable photos."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg   # on the first chart: keeps it out of app start
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     heads = list(summary["labels"])
     fig = Figure(figsize=(3.4 * (len(heads) + 1), 3.2), dpi=100)
     axes = fig.subplots(1, len(heads) + 1, squeeze=False)[0]
@@ -94,6 +96,7 @@ def label_chart(summary: dict[str, Any]) -> Image.Image:
     for ax in axes:
         ax.tick_params(axis="x", labelrotation=30)
         ax.set_ylabel("photos")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))   # whole photos
         ax.margins(y=0.15)
     fig.tight_layout()
     canvas = FigureCanvasAgg(fig)

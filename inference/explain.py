@@ -1,4 +1,8 @@
-"""Grad-CAM heat maps for the heads of a multi-head model (pytorch_grad_cam)."""
+"""Grad-CAM heat maps for the heads of a multi-head model (pytorch_grad_cam).
+
+pytorch_grad_cam is imported on the first heat map, not with this module: it pulls in scikit-learn,
+SciPy and matplotlib (about 1.1 s), which would otherwise sit in every app start before the first answer.
+"""
 from __future__ import annotations
 
 import copy
@@ -9,9 +13,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.image import show_cam_on_image
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from inference.images import load_image
@@ -52,6 +53,9 @@ class Explainer:
 
     def cams(self, batch: torch.Tensor, targets: list[tuple[str, int]]) -> np.ndarray:
         """(N, H, W) heat maps in [0, 1] at the input resolution, one (head, class index) per image."""
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
         cam_targets = [ClassifierOutputTarget(self.offsets[head] + index) for head, index in targets]
         with self.predictor.explain_lock, GradCAM(AllHeads(self.model, list(self.offsets)), [self.target_layer]) as cam:
             return cam(input_tensor=batch, targets=cam_targets)
@@ -74,6 +78,8 @@ class Explainer:
 
 def blend(photo: Image.Image, heat: np.ndarray, photo_weight: float = 0.55) -> Image.Image:
     """The heat map in the jet colours over the photo, at most OVERLAY_MAX_SIDE pixels (grad-cam's blend)."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
     small = photo.copy()
     small.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE))
     mask = np.asarray(Image.fromarray(heat.astype(np.float32), "F").resize(small.size, Image.BILINEAR))

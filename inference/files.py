@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import csv
-import hashlib
 import os
 import shutil
 import sys
@@ -24,7 +23,6 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from inference.hub import HUB_TIMEOUT, within
 from inference.images import ImageError, load_image
-from inference.predictor import load_model
 from inference.tasks import REPO_ROOT, TASKS
 
 if TYPE_CHECKING:
@@ -98,24 +96,6 @@ def fetch_examples(source: str | None = None) -> int:
     if missing:
         print(f"examples: {len(missing)} example image(s) not found; the app runs without them", file=sys.stderr)
     return 0
-
-
-def examples_cache_folder(app_file: Path) -> Path:
-    """Where Gradio caches the example outputs, keyed by the app's code, the serving checkpoints and the example
-    files: a new checkpoint or handler gets fresh outputs instead of stale ones."""
-    key = hashlib.sha256(Path(app_file).read_bytes())
-    for task in TASKS:
-        key.update(load_model(task).description.encode())
-    for task in TASKS:
-        for path in example_files(task):
-            key.update(f"{path}:{os.path.getsize(path)}".encode())
-    base = REPO_ROOT / ".gradio" / "cached_examples"
-    folder = base / key.hexdigest()[:16]
-    if base.is_dir():   # other keys are stale; drop those unused for a day (another app may still use one)
-        for old in base.iterdir():
-            if old.is_dir() and old != folder and len(old.name) == 16 and time.time() - old.stat().st_mtime > 86400:
-                shutil.rmtree(old, ignore_errors=True)
-    return folder
 
 
 _output_dir: Path | None = None

@@ -140,6 +140,19 @@ def batch_row(name: str, answer: Answer) -> dict[str, Any]:
     return row
 
 
+def readable_rows(spec: TaskSpec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Batch rows as people read them on screen: labels and statuses as words, yes/no (the CSV keeps identifiers)."""
+    words = {"status", *spec.head_names}
+    flags = {c for c in batch_columns(spec) if c.endswith("needs_review") or c == "in_domain"}
+
+    def readable(column: str, value: Any) -> Any:
+        if column in words and isinstance(value, str):
+            return display_label(value)
+        return {True: "yes", False: "no"}.get(value, value) if column in flags else value
+
+    return [{c: readable(c, v) for c, v in row.items()} for row in rows]
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: Sequence[str] | None = None) -> str:
     """A GitHub markdown table; cells are str()-ed and `|` escaped. align: 'l' or 'r' per column."""
     def cell(v: Any) -> str:

@@ -1,7 +1,11 @@
-"""Screenshots of the running app for the README, made with pictures this script draws itself
-(the example photos are third-party and must not end up in the repository).
+"""Screenshots of the running app for the README, on the bundled example photos.
 
     python -m scripts.make_screenshots --url http://127.0.0.1:7860 --out docs
+
+The answers are the app's own for the real example photos (examples/, put in place by scripts/setup.sh),
+but the photos are third-party and must not end up in the repository, not even inside a screenshot: every
+picture of them (the upload, the heat maps drawn over it, thumbnails) is covered by a grey box before the
+shot. The "not judged" screen uses a landscape this script draws itself, shown as it is.
 
 It also writes docs/screenshots.sha256, the fingerprint of the files that shape the screens (UI_FILES):
 a test fails when they change and the screenshots were not made again.
@@ -15,7 +19,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
+
+from inference.files import example_files
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 UI_FILES = ("app.py", "inference/messages.py", "inference/render.py", "inference/batch_report.py",
             "inference/inspection.py")
 FINGERPRINT = "screenshots.sha256"
+TAB_NAMES = {"collectibles": "Collectibles", "car": "Car condition"}
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -35,32 +42,6 @@ def ui_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def wooden_table(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
-    """Brown planks with a wandering grain."""
-    w, h = size
-    y = np.arange(h)[:, None] + 6 * np.sin(np.arange(w)[None, :] / 37.0)
-    grain = 0.08 * np.sin(y / 2.3) + 0.05 * rng.standard_normal((h, w)) - 0.25 * ((y % 90) < 2)
-    tone = np.array([150, 100, 60], np.float32)
-    return Image.fromarray(np.uint8(np.clip((1 + grain)[..., None] * tone, 0, 255)))
-
-
-def drawn_coins(size: tuple[int, int] = (480, 360)) -> Image.Image:
-    """A few metallic discs with a rim and a relief, lying on a drawn wooden table."""
-    rng = np.random.default_rng(7)
-    picture = wooden_table(rng, size)
-    draw = ImageDraw.Draw(picture)
-    for (cx, cy, r, tone) in ((150, 170, 95, (205, 170, 90)), (330, 150, 75, (190, 190, 195)),
-                              (320, 280, 55, (185, 120, 70))):
-        shadow = Image.new("L", size, 0)
-        ImageDraw.Draw(shadow).ellipse((cx - r + 8, cy - r + 10, cx + r + 8, cy + r + 10), fill=120)
-        picture.paste((30, 20, 10), mask=shadow.filter(ImageFilter.GaussianBlur(8)))
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=tone, outline=tuple(int(c * 0.7) for c in tone), width=6)
-        inner = int(r * 0.78)
-        draw.ellipse((cx - inner, cy - inner, cx + inner, cy + inner), outline=tuple(int(c * 0.8) for c in tone), width=3)
-        draw.text((cx - 8, cy - 10), str(int(rng.integers(1, 50))), fill=tuple(int(c * 0.6) for c in tone))
-    return picture
-
-
 def landscape(size: tuple[int, int] = (480, 320)) -> Image.Image:
     """A drawn landscape: not a car, so the car tab says so."""
     w, h = size
@@ -71,8 +52,32 @@ def landscape(size: tuple[int, int] = (480, 320)) -> Image.Image:
     return Image.fromarray(np.uint8(np.where((y > hills)[..., None], grass, sky)))
 
 
+# Covers every <img> matching the selector with a grey box of the same size saying what was there.
+COVER_JS = """([selector, text]) => {
+  for (const img of document.querySelectorAll(selector)) {
+    const r = img.getBoundingClientRect();
+    if (!r.width || !r.height) continue;
+    const box = document.createElement('div');
+    Object.assign(box.style, {position: 'absolute', left: `${r.left + scrollX}px`, top: `${r.top + scrollY}px`,
+      width: `${r.width}px`, height: `${r.height}px`, background: '#e5e7eb', color: '#374151', zIndex: 10000,
+      display: 'flex', alignItems: 'center', justifyContent: 'center', textAlign: 'center',
+      font: '13px sans-serif', padding: '6px', boxSizing: 'border-box'});
+    box.textContent = text;
+    document.body.appendChild(box);
+  }
+}"""
+PHOTO_TEXT = "example photo (third-party: not reproduced here)"
+HEAT_MAP_TEXT = "heat map over the example photo (not reproduced here)"
+
+
+def cover_photos(page, task: str) -> None:
+    """Grey boxes over the example photo, the heat maps drawn on it and the example thumbnails."""
+    page.evaluate(COVER_JS, [f"#{task}-image img, #{task}-examples img, #batch-photo img", PHOTO_TEXT])
+    page.evaluate(COVER_JS, [f"[id^={task}-cam-] img", HEAT_MAP_TEXT])
+
+
 def screenshot_above_examples(page, path: Path) -> None:
-    """Screenshot of the visible tab, cut off above its example gallery (third-party thumbnails)."""
+    """Screenshot of the visible tab down to its example gallery."""
     width = page.viewport_size["width"]
     height = page.viewport_size["height"]
     for label in page.get_by_text("Examples (click one)").all():
@@ -82,37 +87,56 @@ def screenshot_above_examples(page, path: Path) -> None:
     page.screenshot(path=str(path), clip={"x": 0, "y": 0, "width": width, "height": height})
 
 
+def example(task: str, name: str) -> Path:
+    """An example photo by file name; the examples are put in place by scripts/setup.sh."""
+    found = [Path(p) for p in example_files(task) if Path(p).name == name]
+    if not found:
+        raise SystemExit(f"error: example photo {task}/{name} not found: run `python -m inference.files` first")
+    return found[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import expect, sync_playwright
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", default="http://127.0.0.1:7860")
     p.add_argument("--out", type=Path, default=ROOT / "docs")
+    p.add_argument("--collectible", default="coins_1.jpg", help="example photo for the collectibles tab")
+    p.add_argument("--car", default="very_dirty.jpg", help="example photo for the car tab")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    collectible, car = example("collectibles", args.collectible), example("car", args.car)
     with tempfile.TemporaryDirectory() as tmp:
-        coins, field = Path(tmp) / "coins.png", Path(tmp) / "landscape.png"
-        drawn_coins().save(coins)
+        field = Path(tmp) / "landscape.png"
         landscape().save(field)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
+
+            def shot(task: str, photo: Path, done: str, name: str, cover: bool = True) -> None:
+                page.goto(args.url, wait_until="domcontentloaded")
+                page.get_by_role("tab", name=TAB_NAMES[task]).click()
+                page.locator(f"#{task}-image input[type=file]").set_input_files(str(photo))
+                if cover:   # a judged photo: wait for its heat maps
+                    expect(page.locator(f"[id^={task}-cam-] img").first).to_be_visible(timeout=90_000)
+                expect(page.locator(f"#{task}-summary")).to_contain_text(done, timeout=90_000)
+                page.wait_for_function("() => !document.body.innerText.includes('processing |')", timeout=90_000)
+                page.wait_for_timeout(1500)
+                if cover:
+                    cover_photos(page, task)
+                screenshot_above_examples(page, args.out / name)
+
+            shot("collectibles", collectible, "", "screenshot_collectibles.png")
+            shot("car", car, "For the driver", "screenshot_car.png")
+            shot("car", field, "Not judged", "screenshot_not_judged.png", cover=False)   # our own drawing
             page.goto(args.url, wait_until="domcontentloaded")
-            page.locator("#collectibles-image input[type=file]").set_input_files(str(coins))
-            expect(page.locator("#collectibles-cam-category img")).to_be_visible(timeout=90_000)
-            page.wait_for_timeout(1500)
-            screenshot_above_examples(page, args.out / "screenshot_collectibles.png")
-            page.get_by_role("tab", name="Car condition").click()   # a picture of something else: not judged
-            page.locator("#car-image input[type=file]").set_input_files(str(field))
-            expect(page.locator("#car-summary")).to_contain_text("Not judged", timeout=90_000)
-            page.wait_for_timeout(1500)
-            screenshot_above_examples(page, args.out / "screenshot_car.png")
             page.get_by_role("tab", name="Batch").click()
-            page.locator("#batch-files input[type=file]").set_input_files([str(coins), str(field)])
-            page.get_by_role("radio", name="Collectibles").click()
+            page.locator("#batch-files input[type=file]").set_input_files(
+                [*example_files("car"), str(field)])
             page.get_by_role("button", name="Run batch").click()
             expect(page.locator("#batch-chart img")).to_be_visible(timeout=90_000)
             page.wait_for_timeout(1500)
+            cover_photos(page, "car")
             page.screenshot(path=str(args.out / "screenshot_batch.png"), full_page=True)
             browser.close()
     (args.out / FINGERPRINT).write_text(ui_fingerprint() + "\n")

@@ -2,7 +2,7 @@
 
 `app_process` starts `python serve.py` once per test session through `benchmarks.common.AppProcess` (the
 same start-up the benchmarks use: 127.0.0.1, a free port, HF_HUB_OFFLINE=1 so the bundled checkpoints
-serve) and waits until GET /api/v1/health answers 200 (503 "starting" until the examples are cached).
+serve) and waits until GET /api/v1/health answers 200 (503 "starting" until launch has finished).
 The app's output goes to tests/artifacts/app.log, whose tail is shown if it fails to start.
 """
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -21,6 +22,7 @@ from PIL import Image
 from benchmarks.bad_inputs import REJECTIONS, bad_inputs, odd_inputs, oversize_bytes
 from inference.batch import predict_files, rows_to_csv
 from inference.batch_report import SUMMARY_COLUMNS, batch_summary, label_chart, summary_rows
+from inference.files import example_files
 from inference.images import MAX_FILE_BYTES
 from inference.answer import Answer
 from inference.flags import read_flags
@@ -144,7 +146,7 @@ def test_health_names_the_serving_checkpoints(app_url):
     assert set(body["models"]) == {"collectibles", "car"}
     assert "revision" in body["models"]["car"] and "revision" in body["models"]["collectibles"]
     phases = body["startup_s"]   # where the start-up time went, for benchmarks.run
-    assert set(phases) == {"examples", "models", "interface", "server_and_example_answers"}
+    assert set(phases) == {"examples", "models", "interface", "server"}
     assert all(seconds >= 0 for seconds in phases.values()) and phases["models"] > 0
 
 
@@ -566,8 +568,24 @@ def test_readme_screenshots_show_the_current_interface():
     """scripts/make_screenshots.py records the fingerprint of the files that shape the screens."""
     from scripts.make_screenshots import FINGERPRINT, ui_fingerprint
 
-    recorded = (Path(__file__).resolve().parents[1] / "docs" / FINGERPRINT).read_text().strip()
+    root = Path(__file__).resolve().parents[1]
+    recorded = (root / "docs" / FINGERPRINT).read_text().strip()
     assert recorded == ui_fingerprint(), "the interface changed: python -m scripts.make_screenshots (app running)"
+    shown = re.findall(r"\((docs/screenshot_\w+\.png)\)", (root / "README.md").read_text())
+    assert len(shown) == 4 and all((root / name).is_file() for name in shown)
+
+
+@pytest.mark.timeout(300)
+def test_the_screenshot_script_runs_on_the_example_photos(app_process, tmp_path):
+    """The README's screenshots come from this script on the running app: it must still work."""
+    require(CHROMIUM.exists(), "Chromium at /usr/bin/chromium (apt-get install chromium; scripts/run_tests.sh does it)")
+    from scripts.make_screenshots import FINGERPRINT, main, ui_fingerprint
+
+    assert main(["--url", app_process.url, "--out", str(tmp_path)]) == 0
+    for name in ("collectibles", "car", "not_judged", "batch"):
+        with Image.open(tmp_path / f"screenshot_{name}.png") as shot:
+            assert shot.width == 1280 and shot.height > 500
+    assert (tmp_path / FINGERPRINT).read_text().strip() == ui_fingerprint()
 
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -613,6 +631,15 @@ def test_browser_upload_in_each_tab(app_process, collectible_image, car_image):
             expect(page.locator("#car-summary")).to_contain_text("For the driver")
             page.screenshot(path=str(ARTIFACTS / "ui_car.png"), full_page=True)
 
+            # An example: one click answers it (run on click: nothing is cached before the first answer).
+            example = Path(example_files("car")[0])
+            expected = rest_post(app_url, "car", example.read_bytes()).json()
+            page.locator("#car-examples button.gallery-item").first.click()
+            expect(page.locator("#car-cleanliness")).to_contain_text(display_label(expected["cleanliness"]),
+                                                                     timeout=60_000)
+            idle(page)
+            expect(page.locator("#car-summary")).to_contain_text("For the driver")
+
             # "Wrong answer?": the correction lands in the flag log with the photo.
             page.locator("#car-flag").get_by_text("Wrong answer?").click()
             page.locator("#car-flag").get_by_label("Right damage").click()
@@ -646,6 +673,8 @@ def test_browser_upload_in_each_tab(app_process, collectible_image, car_image):
             expect(page.locator("#batch-report")).to_contain_text("2 photos")
             assert "Object(" not in page.inner_text("body") and "Array(" not in page.inner_text("body")
             expect(page.locator("#batch-table")).to_contain_text("cleanliness confidence")
+            expect(page.locator("#batch-table")).to_contain_text("not judged")   # values as words too
+            assert "not_judged" not in page.locator("#batch-table").inner_text()
             # The table's cells are drawn as spans; a hidden sizing copy of the first row also holds the text.
             def cell(text: str):
                 return page.locator("#batch-actions").get_by_text(text, exact=True).filter(visible=True).first

@@ -169,8 +169,8 @@ def synthetic_results() -> dict:
         "reference": {run.B4_NAME: {"torch": _timing(130.0)}},
         "app": {"ready_s": 12.0, "start_to_first_photo_answer_s": 12.4,
                 "startup_s": {"interpreter_and_imports": 5.0, "examples": 0.1, "models": 2.0, "interface": 1.5,
-                              "server_and_example_answers": 3.4}, "rss_mb_ready": 900.0, "rss_mb_after_calls": 1100.0, "rss_mb_settled": 1000.0,
-                "example_cache_present_before_start": True, "serving": {"car": "checkpoints/car, torch backend"},
+                              "server": 0.2}, "rss_mb_ready": 900.0, "rss_mb_after_calls": 1100.0, "rss_mb_settled": 1000.0,
+                "serving": {"car": "checkpoints/car, torch backend"},
                 "e2e": {t: {"gradio": e2e(50.0), "gradio_gradcam": e2e(300.0), "rest": e2e(25.0),
                             "gradio_default_client": e2e(90.0), "gradio_gradcam_default_client": e2e(340.0)}
                         for t in ("collectibles", "car")}},
@@ -190,7 +190,7 @@ def test_targets_are_evaluated_with_pass_and_fail():
     assert targets["car: end-to-end p50, gradio_client (ssl_verify=False), no Grad-CAM"]["pass"] is True
     assert targets["car: end-to-end p50, gradio_client (ssl_verify=False), with Grad-CAM"]["pass"] is False
     assert targets["cold start: process start to first prediction"]["pass"] is True
-    assert targets["app start to its first photo answer (REST)"]["pass"] is False   # 12.4 s
+    assert targets["app start to its first photo answer (car, heat maps)"]["pass"] is False   # 12.4 s
     rss = targets["app RSS with both models loaded (max of ready / 3 s after the calls)"]
     assert rss["value"] == 1000.0 and rss["pass"] is True
 
@@ -204,8 +204,8 @@ def test_tables_render_from_results():
     assert "2.50x" in text and "FAIL" in text and "PASS" in text
     assert "Cold start" in text and "| Cold start: new process to first prediction (import, load both models, " \
         "predict) | 6.00 s |" in text
-    assert "| App start-up by phase: interpreter and imports, examples, models, interface, server and example " \
-        "answers | 5.0 / 0.1 / 2.0 / 1.5 / 3.4 s |" in text
+    assert "| App start-up by phase: interpreter and imports, examples, models, interface, server " \
+        "| 5.0 / 0.1 / 2.0 / 1.5 / 0.2 s |" in text
     assert "| End to end, gradio_client default settings, no Grad-CAM: p50 / p95 ms | 90.0 / 117.0 | 90.0 / 117.0 |" in text
     for block in text.split("\n\n")[1:]:            # every table is well formed
         rows = block.splitlines()

@@ -10,7 +10,7 @@ from inference.answer import Answer
 from inference.messages import driver_note, note_lines, review_text, safety_warning
 from inference.predictor import HeadPrediction, Prediction
 from inference.quality import Quality
-from inference.render import batch_row, client_payload, mobile_payload, rest_payload, ui_markdown
+from inference.render import batch_row, client_payload, mobile_payload, readable_rows, rest_payload, ui_markdown
 from inference.tasks import SAFETY_LEVELS, UNSURE, get_task
 
 CAR = get_task("car")
@@ -107,3 +107,13 @@ def test_a_photo_to_retake_gets_advice_and_no_verdict():
     row = batch_row("dark.jpg", answer)
     assert row["status"] == "retake" and row["quality"] == "too_dark blurred" and row["cleanliness"] == ""
     assert ui_markdown(answer).startswith("### 📷 Please retake")
+
+
+def test_batch_rows_on_screen_read_as_words_and_the_csv_keeps_identifiers():
+    rows = [batch_row("a.jpg", car_answer("very_dirty", True, "intact", False)),
+            batch_row("b.jpg", car_answer("clean", False, "damaged", False, in_domain=False))]
+    shown = readable_rows(CAR, rows)
+    assert shown[0]["cleanliness"] == "very dirty" and shown[0]["cleanliness_needs_review"] == "yes"
+    assert shown[0]["damage_needs_review"] == "no" and shown[0]["cleanliness_confidence"] == rows[0]["cleanliness_confidence"]
+    assert shown[1]["status"] == "not judged" and shown[1]["in_domain"] == "no" and shown[1]["cleanliness"] == ""
+    assert rows[0]["cleanliness"] == "very_dirty" and rows[1]["status"] == "not_judged"   # the CSV rows: unchanged
