@@ -108,8 +108,8 @@ def launch(argv: list[str] | None = None) -> None:
                 prevent_thread_lock=True)
     phase_done("server")
     rest_api.set_ready(True, startup_s=phases)
-    # Example answers are cached on their first click (cache_mode="lazy") and the heat-map library is
-    # imported here, after the server is up: neither sits between the start and the first answer.
+    # Examples are answered on click (app.py), and the heat-map library is imported here, after the server
+    # is up: neither sits between the start and the first answer.
     threading.Thread(target=importlib.import_module, args=("pytorch_grad_cam",), name="warm-grad-cam",
                      daemon=True).start()
     print(f"* Start-up seconds after the imports: {phases}", flush=True)
