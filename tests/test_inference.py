@@ -40,7 +40,7 @@ def expected_labels(task: str, row: dict) -> dict[str, str]:
     return {h: row[h] for h in spec.heads if row.get(h)}
 
 
-# Wrong automatic answers of the shipped checkpoints (issue 27 is open on them): strict, so the test
+# Wrong automatic answers of the shipped checkpoints (issue 27, ended blocked: the misses stand): strict, so the test
 # fails once a checkpoint gets them right or flags them, and the entry must go.
 WRONG_AUTOMATIC = {
     ("car", "intact_street.jpg"): "an intact three-quarter street view called damaged at 0.94",
@@ -114,8 +114,8 @@ def test_onnx_matches_torch_on_real_images(task):
 
 
 @pytest.mark.parametrize("task,other", [pytest.param("car", "collectibles"), pytest.param(
-    "collectibles", "car", marks=pytest.mark.xfail(strict=True, reason="the retrained collectibles check accepts "
-                                                   "the generated screenshot (ood_score 0.85); issue 28 open"))])
+    "collectibles", "car", marks=pytest.mark.xfail(strict=True, reason="the retrained collectibles check accepts the "
+                                                   "generated screenshot (ood_score 0.85); issue 28 ended blocked"))])
 def test_photos_of_the_other_task_negatives_and_generated_pictures_are_out_of_domain(task, other):
     negatives = shared("negatives")
     with (negatives / "MANIFEST.csv").open(newline="") as f:
@@ -366,7 +366,8 @@ def in_class_photos(task: str) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("task", [pytest.param("car"), pytest.param("collectibles", marks=pytest.mark.xfail(
-    strict=True, reason="the retrained collectibles check accepts a glass-top stove photo (arkahome); issue 28 open"))])
+    strict=True, reason="the retrained collectibles check accepts a glass-top stove photo (arkahome); "
+                        "issue 28 ended blocked"))])
 def test_in_domain_check_turns_away_trained_kinds_and_accepts_each_class(task):
     negatives = trained_negatives(task)
     assert len(negatives) >= 10, "the negatives should cover the shared sources"
