@@ -87,8 +87,9 @@ def batch_predict(task: str, files: list[str] | None, read_text: bool = False, p
         raise user_error(str(err)) from None
     summary = batch_summary(task, result.rows)
     files = report_files(task, result, summary)
-    columns = [*batch_columns(get_task(task)), *(["car_id"] if result.cars else [])]
-    table = pd.DataFrame(readable_rows(get_task(task), result.rows), columns=columns).rename(columns=display_label)
+    spec = get_task(task)
+    columns = [*batch_columns(spec), *(["car_id"] if result.cars else [])]
+    table = pd.DataFrame(readable_rows(spec, result.rows), columns=columns).rename(columns=display_label)
     return (table, files["predictions.csv"], summary, files["summary.csv"],
             files["label-counts.png"], report_markdown(summary, result.cars), files["cars.csv"], result.thumbnails,
             pd.DataFrame(action_rows(summary), columns=ACTION_COLUMNS), None)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import importlib
 import logging
 import os
 import sys
@@ -21,6 +20,7 @@ import time
 import rest_api
 from app import build_demo
 from inference import load_model
+from inference.explain import import_grad_cam
 from inference.files import fetch_examples
 from inference.images import MAX_FILE_BYTES
 from inference.model import CheckpointError
@@ -110,8 +110,7 @@ def launch(argv: list[str] | None = None) -> None:
     rest_api.set_ready(True, startup_s=phases)
     # Examples are answered on click (app.py), and the heat-map library is imported here, after the server
     # is up: neither sits between the start and the first answer.
-    threading.Thread(target=importlib.import_module, args=("pytorch_grad_cam",), name="warm-grad-cam",
-                     daemon=True).start()
+    threading.Thread(target=import_grad_cam, name="import-grad-cam", daemon=True).start()
     print(f"* Start-up seconds after the imports: {phases}", flush=True)
     print("* Ready. REST: /api/v1/health, /api/v1/car/predict, /api/v1/collectibles/predict", flush=True)
     demo.block_thread()

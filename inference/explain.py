@@ -2,6 +2,7 @@
 
 pytorch_grad_cam is imported on the first heat map, not with this module: it pulls in scikit-learn,
 SciPy and matplotlib (about 1.1 s), which would otherwise sit in every app start before the first answer.
+A server calls `import_grad_cam` in the background once it is up.
 """
 from __future__ import annotations
 
@@ -74,6 +75,11 @@ class Explainer:
         heats = self.cams(x.repeat(len(labels), 1, 1, 1),
                           [(head, spec.label_index(head, label)) for head, label in labels.items()])
         return {head: blend(photo, heat) for head, heat in zip(labels, heats)}
+
+
+def import_grad_cam() -> None:
+    """Import pytorch_grad_cam now, so the first heat map does not wait for it."""
+    import pytorch_grad_cam  # noqa: F401
 
 
 def blend(photo: Image.Image, heat: np.ndarray, photo_weight: float = 0.55) -> Image.Image:

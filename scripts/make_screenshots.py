@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from inference.files import example_files
+from inference.tasks import get_task
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 UI_FILES = ("app.py", "inference/messages.py", "inference/render.py", "inference/batch_report.py",
             "inference/inspection.py")
 FINGERPRINT = "screenshots.sha256"
-TAB_NAMES = {"collectibles": "Collectibles", "car": "Car condition"}
+CHROMIUM = Path("/usr/bin/chromium")   # Debian's chromium; Playwright downloads no browser here
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -76,6 +77,11 @@ def cover_photos(page, task: str) -> None:
     page.evaluate(COVER_JS, [f"[id^={task}-cam-] img", HEAT_MAP_TEXT])
 
 
+def wait_until_idle(page) -> None:
+    """Until no event is still running anywhere on the page (Gradio shows "processing | 0.3s")."""
+    page.wait_for_function("() => !document.body.innerText.includes('processing |')", timeout=90_000)
+
+
 def screenshot_above_examples(page, path: Path) -> None:
     """Screenshot of the visible tab down to its example gallery."""
     width = page.viewport_size["width"]
@@ -110,17 +116,17 @@ def main(argv: list[str] | None = None) -> int:
         field = Path(tmp) / "landscape.png"
         landscape().save(field)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
 
             def shot(task: str, photo: Path, done: str, name: str, cover: bool = True) -> None:
                 page.goto(args.url, wait_until="domcontentloaded")
-                page.get_by_role("tab", name=TAB_NAMES[task]).click()
+                page.get_by_role("tab", name=get_task(task).title).click()
                 page.locator(f"#{task}-image input[type=file]").set_input_files(str(photo))
                 if cover:   # a judged photo: wait for its heat maps
                     expect(page.locator(f"[id^={task}-cam-] img").first).to_be_visible(timeout=90_000)
                 expect(page.locator(f"#{task}-summary")).to_contain_text(done, timeout=90_000)
-                page.wait_for_function("() => !document.body.innerText.includes('processing |')", timeout=90_000)
+                wait_until_idle(page)
                 page.wait_for_timeout(1500)
                 if cover:
                     cover_photos(page, task)

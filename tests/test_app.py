@@ -31,6 +31,8 @@ from inference.predictor import HeadPrediction, Prediction
 from inference.quality import Quality
 from inference.render import batch_columns, ui_markdown
 from inference.tasks import SAFETY_LEVELS, UNSURE, get_task
+from scripts.make_screenshots import CHROMIUM, CHROMIUM_ARGS, FINGERPRINT, ui_fingerprint, wait_until_idle
+from scripts.make_screenshots import main as make_screenshots
 from support import generated_photos, require
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -566,8 +568,6 @@ def test_share_flag_and_env(monkeypatch):
 
 def test_readme_screenshots_show_the_current_interface():
     """scripts/make_screenshots.py records the fingerprint of the files that shape the screens."""
-    from scripts.make_screenshots import FINGERPRINT, ui_fingerprint
-
     root = Path(__file__).resolve().parents[1]
     recorded = (root / "docs" / FINGERPRINT).read_text().strip()
     assert recorded == ui_fingerprint(), "the interface changed: python -m scripts.make_screenshots (app running)"
@@ -578,24 +578,21 @@ def test_readme_screenshots_show_the_current_interface():
 @pytest.mark.timeout(300)
 def test_the_screenshot_script_runs_on_the_example_photos(app_process, tmp_path):
     """The README's screenshots come from this script on the running app: it must still work."""
-    require(CHROMIUM.exists(), "Chromium at /usr/bin/chromium (apt-get install chromium; scripts/run_tests.sh does it)")
-    from scripts.make_screenshots import FINGERPRINT, main, ui_fingerprint
-
-    assert main(["--url", app_process.url, "--out", str(tmp_path)]) == 0
+    require_chromium()
+    assert make_screenshots(["--url", app_process.url, "--out", str(tmp_path)]) == 0
     for name in ("collectibles", "car", "not_judged", "batch"):
         with Image.open(tmp_path / f"screenshot_{name}.png") as shot:
             assert shot.width == 1280 and shot.height > 500
     assert (tmp_path / FINGERPRINT).read_text().strip() == ui_fingerprint()
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+def require_chromium() -> None:
+    require(CHROMIUM.exists(), "Chromium at /usr/bin/chromium (apt-get install chromium; scripts/run_tests.sh does it)")
 
 
 @pytest.mark.timeout(300)
 def test_browser_upload_in_each_tab(app_process, collectible_image, car_image):
-    require(CHROMIUM.exists(), "Chromium at /usr/bin/chromium (apt-get install chromium; scripts/run_tests.sh does it)")
+    require_chromium()
     from playwright.sync_api import expect, sync_playwright
 
     app_url = app_process.url
@@ -603,9 +600,6 @@ def test_browser_upload_in_each_tab(app_process, collectible_image, car_image):
     expected_category = rest_post(app_url, "collectibles", collectible_image.read_bytes()).json()["label"]
     car = rest_post(app_url, "car", car_image.read_bytes()).json()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-
-    def idle(page):   # no event still running anywhere on the page
-        page.wait_for_function("() => !document.body.innerText.includes('processing |')", timeout=90_000)
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -615,7 +609,7 @@ def test_browser_upload_in_each_tab(app_process, collectible_image, car_image):
 
             page.locator("#collectibles-image input[type=file]").set_input_files(str(collectible_image))
             expect(page.locator("#collectibles-cam-category img")).to_be_visible(timeout=90_000)
-            idle(page)
+            wait_until_idle(page)
             expect(page.locator("#collectibles-category")).to_contain_text(display_label(expected_category))
             page.screenshot(path=str(ARTIFACTS / "ui_collectibles.png"), full_page=True)
 
@@ -623,7 +617,7 @@ def test_browser_upload_in_each_tab(app_process, collectible_image, car_image):
             page.locator("#car-image input[type=file]").set_input_files(str(car_image))
             for head in CAR.head_names:
                 expect(page.locator(f"#car-cam-{head} img")).to_be_visible(timeout=90_000)
-            idle(page)
+            wait_until_idle(page)
             for head in CAR.head_names:   # labels as words; "Unsure - please check" where the answer needs review
                 expect(page.locator(f"#car-{head}")).to_contain_text(display_label(car[head]))
                 if car["head_needs_review"][head]:
@@ -641,7 +635,7 @@ def test_browser_upload_in_each_tab(app_process, collectible_image, car_image):
             page.locator("#car-examples button.gallery-item").nth(index).click()
             expect(page.locator(f"#car-{head}")).to_contain_text("Unsure - please check", timeout=60_000)
             expect(page.locator(f"#car-{head}")).to_contain_text(display_label(answers[index][head]))
-            idle(page)
+            wait_until_idle(page)
             expect(page.locator("#car-summary")).to_contain_text("For the driver")
 
             # "Wrong answer?": the correction lands in the flag log with the photo.
@@ -656,14 +650,14 @@ def test_browser_upload_in_each_tab(app_process, collectible_image, car_image):
             # A photo of something else is not judged; the page says so instead of a verdict.
             page.locator("#car-image input[type=file]").set_input_files(str(collectible_image))
             expect(page.locator("#car-summary")).to_contain_text("Not judged", timeout=90_000)
-            idle(page)
+            wait_until_idle(page)
 
             # A bad file: one clear message where the answer goes, no error pills, no broken image.
             bad = ARTIFACTS / "not_a_photo.jpg"
             bad.write_bytes(BAD["text_as_jpg"][0])
             page.locator("#car-image input[type=file]").set_input_files(str(bad))
             expect(page.locator("#car-summary")).to_contain_text(REJECTIONS["text_as_jpg"][1], timeout=60_000)
-            idle(page)
+            wait_until_idle(page)
             assert "Traceback" not in page.content()
             assert page.get_by_text("Error", exact=True).filter(visible=True).count() == 0
             page.screenshot(path=str(ARTIFACTS / "ui_bad_input.png"))
@@ -673,7 +667,7 @@ def test_browser_upload_in_each_tab(app_process, collectible_image, car_image):
             page.locator("#batch-files input[type=file]").set_input_files([str(car_image), str(collectible_image)])
             page.get_by_role("button", name="Run batch").click()
             expect(page.locator("#batch-chart img")).to_be_visible(timeout=90_000)
-            idle(page)
+            wait_until_idle(page)
             expect(page.locator("#batch-report")).to_contain_text("2 photos")
             assert "Object(" not in page.inner_text("body") and "Array(" not in page.inner_text("body")
             expect(page.locator("#batch-table")).to_contain_text("cleanliness confidence")
@@ -694,7 +688,7 @@ def test_browser_upload_in_each_tab(app_process, collectible_image, car_image):
             phone.get_by_role("tab", name="Car condition").click()
             phone.locator("#car-image input[type=file]").set_input_files(str(car_image))
             expect(phone.locator("#car-summary")).to_contain_text("For the driver", timeout=90_000)
-            idle(phone)
+            wait_until_idle(phone)
             phone.wait_for_timeout(500)
             box = phone.locator("#car-summary").bounding_box()
             assert box is not None and -5 <= box["y"] < 844 - 40, box   # scrolled into view
